@@ -1,0 +1,6 @@
+# Every hydra module; hosts import this one file.
+{
+  imports = [
+    ./gpus.nix
+  ];
+}

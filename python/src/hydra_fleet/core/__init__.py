@@ -1,0 +1,1 @@
+"""Pieces the three services share: config loading, logging, sd_notify, the HTTP server runner."""

@@ -1,0 +1,329 @@
+"""Typed configuration: one JSON file, command-line overrides, strict validation.
+
+A service describes its configuration as frozen dataclasses with snake_case fields; the JSON
+keys are the same names in camelCase (`listen_address` <-> `listenAddress`), mirroring the
+NixOS options. `load()` reads the file, applies the overrides, and converts the result,
+raising one `ConfigError` that names the file, the field path and what was expected.
+
+Supported field types: str, int, float, bool, Path, `Secret`, Literal, Enum, nested
+dataclasses, `list[T]`, `dict[str, T]`, `T | None`, `typing.Any` (kept as parsed), and
+`Annotated[T, check, ...]` where each check is a callable returning a problem or None.
+A dataclass may raise `FieldProblem` from `__post_init__` to reject a combination of fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import json
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin
+
+from hydra_fleet.core.errors import ConfigError
+
+T = TypeVar("T")
+
+Check = Callable[[Any], str | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Secret:
+    """The contents of a secret file (a `…File` key), read at start and never shown."""
+
+    path: Path
+    value: str = dataclasses.field(repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        return f"Secret(path={str(self.path)!r}, value=<redacted>)"
+
+    def __str__(self) -> str:
+        return f"<secret from {self.path}>"
+
+
+class FieldProblem(ValueError):  # noqa: N818 - reads as "raise FieldProblem(key, problem)"
+    """Raised from a config dataclass's `__post_init__` to reject one field's value."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}")
+
+
+def camel(name: str) -> str:
+    """`listen_address` -> `listenAddress`."""
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def key_of(field: dataclasses.Field[Any]) -> str:
+    """The JSON key of a dataclass field: `metadata["key"]`, or its name in camelCase."""
+    return str(field.metadata.get("key", camel(field.name)))
+
+
+# Checks for Annotated fields -------------------------------------------------------------
+
+
+def in_range(low: float | None = None, high: float | None = None) -> Check:
+    def check(value: Any) -> str | None:
+        if (low is not None and value < low) or (high is not None and value > high):
+            lo = "" if low is None else f"from {low:g} "
+            hi = "" if high is None else f"to {high:g}"
+            return f"expected a value {lo}{hi}".rstrip() + f", got {value!r}"
+        return None
+
+    return check
+
+
+def non_empty(value: Any) -> str | None:
+    return None if len(value) else "expected a non-empty value"
+
+
+def matches(pattern: str, expectation: str) -> Check:
+    compiled = re.compile(pattern)
+
+    def check(value: Any) -> str | None:
+        return None if compiled.fullmatch(value) else f"expected {expectation}, got {value!r}"
+
+    return check
+
+
+Port = typing.Annotated[int, in_range(1, 65535)]
+PositiveFloat = typing.Annotated[float, in_range(0.001)]
+
+
+# Loading ---------------------------------------------------------------------------------
+
+
+def load(
+    schema: type[T],
+    file: Path | None,
+    overrides: Mapping[str, object] | None = None,
+) -> T:
+    """Read `file` (or start from `{}` when None), apply `overrides`, convert to `schema`.
+
+    `overrides` maps dotted camelCase key paths (`"listenAddress"`, `"gate.timeout"`) to
+    values from the command line; None values are skipped (flag not given).
+    """
+    source = str(file) if file is not None else "(no config file)"
+    data = read_json(file) if file is not None else {}
+    given = {path: value for path, value in (overrides or {}).items() if value is not None}
+    for dotted, value in given.items():
+        _set_path(data, dotted.split("."), value)
+    result: T = _Converter(source, set(given)).convert(schema, data, "")
+    return result
+
+
+def read_json(file: Path) -> dict[str, Any]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(str(file), "", f"cannot read the file: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(file), "", "expected UTF-8 text") from err
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        where = f"line {err.lineno} column {err.colno}"
+        raise ConfigError(str(file), where, f"not valid JSON: {err.msg}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(str(file), "", f"expected a JSON object, got {_kind(data)}")
+    return data
+
+
+def _set_path(data: dict[str, Any], keys: list[str], value: object) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[keys[-1]] = value
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    shown = json.dumps(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def describe(tp: Any) -> str:  # noqa: PLR0911 - one return per kind of type
+    """How a type reads in an error message: 'an integer', 'one of "a", "b"', ..."""
+    origin = get_origin(tp)
+    if origin is typing.Annotated:
+        return describe(get_args(tp)[0])
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(describe(arg) for arg in get_args(tp) if arg is not type(None))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(json.dumps(arg) for arg in get_args(tp))
+    if origin is list:
+        return f"a list of {_plural(describe(get_args(tp)[0]))}"
+    if origin is dict:
+        return f"an object of {_plural(describe(get_args(tp)[1]))}"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(json.dumps(member.value) for member in tp)
+    names = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        Path: "a path",
+        Secret: "the path of a readable secret file",
+    }
+    if tp in names:
+        return names[tp]
+    return "an object"
+
+
+def _plural(text: str) -> str:
+    for article in ("an ", "a "):
+        if text.startswith(article):
+            return text[len(article) :] + "s"
+    return text
+
+
+class _Converter:
+    def __init__(self, source: str, overridden: set[str]) -> None:
+        self.source = source
+        self.overridden = overridden
+
+    def fail(self, path: str, problem: str) -> ConfigError:
+        for key in self.overridden:
+            if path == key or path.startswith((key + ".", key + "[")):
+                return ConfigError("command line", path, problem)
+        return ConfigError(self.source, path, problem)
+
+    def convert(self, tp: Any, value: Any, path: str) -> Any:  # noqa: PLR0911, PLR0912 - one branch per kind of type
+        origin = get_origin(tp)
+        if origin is typing.Annotated:
+            inner, *checks = get_args(tp)
+            result = self.convert(inner, value, path)
+            for check in checks:
+                problem = check(result)
+                if problem:
+                    raise self.fail(path, problem)
+            return result
+        if tp is Any:
+            return value
+        if origin in (types.UnionType, typing.Union):
+            return self._union(tp, value, path)
+        if origin is typing.Literal:
+            if value in get_args(tp) and not isinstance(value, bool):
+                return value
+            raise self._expected(tp, value, path)
+        if origin is list:
+            if not isinstance(value, list):
+                raise self._expected(tp, value, path)
+            (item,) = get_args(tp)
+            return [self.convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise self._expected(tp, value, path)
+            _, item = get_args(tp)
+            return {k: self.convert(item, v, _join(path, k)) for k, v in value.items()}
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type) and tp is not Secret:
+            return self._dataclass(tp, value, path)
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            try:
+                return tp(value)
+            except ValueError:
+                raise self._expected(tp, value, path) from None
+        return self._scalar(tp, value, path)
+
+    def _scalar(self, tp: Any, value: Any, path: str) -> Any:
+        if tp is bool and isinstance(value, bool):
+            return value
+        if tp is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if tp is str and isinstance(value, str):
+            return value
+        if tp is Path and isinstance(value, str) and value:
+            return Path(value)
+        if tp is Secret and isinstance(value, str) and value:
+            return self._secret(Path(value), path)
+        raise self._expected(tp, value, path)
+
+    def _secret(self, file: Path, path: str) -> Secret:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as err:
+            raise self.fail(path, f"cannot read secret file {file}: {err.strerror}") from err
+        except UnicodeDecodeError as err:
+            raise self.fail(path, f"secret file {file} is not UTF-8 text") from err
+        value = text.strip()
+        if not value:
+            raise self.fail(path, f"secret file {file} is empty")
+        return Secret(file, value)
+
+    def _union(self, tp: Any, value: Any, path: str) -> Any:
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        candidates = [arg for arg in args if arg is not type(None)]
+        if len(candidates) == 1:
+            return self.convert(candidates[0], value, path)
+        for candidate in candidates:
+            try:
+                return self.convert(candidate, value, path)
+            except ConfigError:
+                continue
+        raise self._expected(tp, value, path)
+
+    def _dataclass(self, tp: type[Any], value: Any, path: str) -> Any:
+        if not isinstance(value, dict):
+            raise self._expected(tp, value, path)
+        hints = typing.get_type_hints(tp, include_extras=True)
+        fields = {key_of(f): f for f in dataclasses.fields(tp) if f.init}
+        for key in value:
+            if key not in fields:
+                raise self.fail(_join(path, key), _unknown(key, fields))
+        kwargs: dict[str, Any] = {}
+        for key, field in fields.items():
+            if key in value:
+                kwargs[field.name] = self.convert(hints[field.name], value[key], _join(path, key))
+            elif (
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            ):
+                expected = describe(hints[field.name])
+                raise self.fail(_join(path, key), f"missing; expected {expected}")
+        try:
+            return tp(**kwargs)
+        except FieldProblem as problem:
+            raise self.fail(_join(path, problem.key), problem.problem) from None
+
+    def _expected(self, tp: Any, value: Any, path: str) -> ConfigError:
+        return self.fail(path, f"expected {describe(tp)}, got {_kind(value)}")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _unknown(key: str, known: Mapping[str, object]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f' (did you mean "{close[0]}"?)' if close else ""
+    return f"unknown key{hint}; known keys: {', '.join(sorted(known))}"
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """Parse `HOST:PORT`, `[IPV6]:PORT` or `:PORT` (all addresses); raise ValueError."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"expected HOST:PORT with a port from 1 to 65535, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", int(port_text)  # noqa: S104 - ":PORT" asks for every address
