@@ -44,5 +44,5 @@ test: lint nix-parse ## set up .venv, then lint, type-check, parse Nix, run pyte
 	cd python && ../$(BIN)/pytest
 
 .PHONY: run
-run: $(BIN)/.installed ## run the exporter and the health agent on loopback (BACKEND=synthetic for demo GPUs)
-	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/run-local $(BACKEND)
+run: $(BIN)/.installed ## exporter + health agent on loopback (BACKEND=synthetic for demo GPUs)
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/run-local $(or $(BACKEND),auto)
