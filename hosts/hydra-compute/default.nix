@@ -1,0 +1,56 @@
+# hydra-compute: 2× RTX 5070 Ti. Ollama on both cards; ComfyUI for images. VRAM is
+# first-come-first-served, so ComfyUI starts only after Ollama is ready.
+{ ... }:
+
+{
+  imports = [
+    ./hardware.nix
+    ../common.nix
+  ];
+
+  networking.hostName = "hydra-compute";
+  system.stateVersion = "26.05";
+
+  hydra.gpus = [
+    {
+      vendor = "nvidia";
+      model = "RTX 5070 Ti";
+      vramGiB = 16;
+      arch = "sm_120";
+      index = 0;
+    }
+    {
+      vendor = "nvidia";
+      model = "RTX 5070 Ti";
+      vramGiB = 16;
+      arch = "sm_120";
+      index = 1;
+    }
+  ];
+
+  services.hydra-gpu-exporter.backends = [ "nvml" ];
+
+  services.hydra-inference = {
+    enable = true;
+    # LAN clients talk to both directly (no gateway on this host).
+    instances.ollama = {
+      engine = "ollama";
+      gpus = [
+        0
+        1
+      ];
+      host = "0.0.0.0";
+      port = 11434;
+      openFirewall = true;
+    };
+    instances.comfyui = {
+      engine = "command";
+      # ComfyUI renders on one card; Ollama may also use it, which is why it loads first.
+      gpus = [ 1 ];
+      host = "0.0.0.0";
+      port = 8188;
+      openFirewall = true;
+      startAfter = [ "ollama" ];
+    };
+  };
+}
