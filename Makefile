@@ -46,3 +46,46 @@ test: lint nix-parse ## set up .venv, then lint, type-check, parse Nix, run pyte
 .PHONY: run
 run: $(BIN)/.installed ## run the exporter and the health agent on loopback (BACKEND=synthetic for demo GPUs)
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/run-local $(BACKEND)
+
+# --- NixOS (on a fleet host; build/check/deploy from any machine with Nix) ----------------
+# switch, deploy, trace and rollback go through the health gate of `hydra-health deploy`: the
+# new system is activated with `switch-to-configuration test`, the gate waits for every check
+# to pass, and only then does it become the boot default; otherwise the previous system is
+# re-activated and make fails.
+
+GATE_TIMEOUT ?= 300
+TARGET ?= root@$(HOST)
+HASH := \#
+# hydra-health from PATH (an installed host), else from this flake.
+HYDRA_HEALTH = $(or $(shell command -v hydra-health 2>/dev/null),nix shell $(FLAKE)$(HASH)hydra-fleet --command hydra-health)
+# Activation needs root on this machine.
+SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: switch
+switch: ## build this host's system, activate it, keep it only if the health gate passes (default)
+	$(SUDO) $(HYDRA_HEALTH) deploy switch --flake $(FLAKE)#$(HOST) --gate-timeout $(GATE_TIMEOUT)
+
+.PHONY: trace
+trace: ## switch, with --show-trace for Nix evaluation errors
+	$(SUDO) $(HYDRA_HEALTH) deploy switch --flake $(FLAKE)#$(HOST) --gate-timeout $(GATE_TIMEOUT) --show-trace
+
+.PHONY: deploy
+deploy: ## HOST=name [TARGET=root@address]: build here, activate on HOST over SSH through the gate
+	@test "$(origin HOST)" = "command line" || { echo "usage: make deploy HOST=<hydra-ai|hydra-compute|l> [TARGET=root@<address>]" >&2; exit 64; }
+	$(HYDRA_HEALTH) deploy switch --flake $(FLAKE)#$(HOST) --target-host $(TARGET) --gate-timeout $(GATE_TIMEOUT)
+
+.PHONY: rollback
+rollback: ## re-activate the previous generation (TARGET=root@address for a remote host)
+	$(if $(filter command line,$(origin TARGET)),$(HYDRA_HEALTH) deploy rollback --target-host $(TARGET),$(SUDO) $(HYDRA_HEALTH) deploy rollback)
+
+.PHONY: build
+build: ## build this host's system (HOST=name for another) into ./result without activating it
+	nix build $(FLAKE)#nixosConfigurations.$(HOST).config.system.build.toplevel
+
+.PHONY: update
+update: ## move the nixpkgs pin forward (flake.lock); review, then make switch
+	nix flake update
+
+.PHONY: check
+check: ## nix flake check: VM tests, the package build with its pytest, formatting
+	nix flake check $(FLAKE)
