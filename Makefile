@@ -51,23 +51,21 @@ run: $(BIN)/.installed ## run the exporter and the health agent on loopback (BAC
 # switch, deploy, trace and rollback go through the health gate of `hydra-health deploy`: the
 # new system is activated with `switch-to-configuration test`, the gate waits for every check
 # to pass, and only then does it become the boot default; otherwise the previous system is
-# re-activated and make fails.
+# re-activated and make fails. Building runs as you; activation asks sudo for root.
 
 GATE_TIMEOUT ?= 300
 TARGET ?= root@$(HOST)
 HASH := \#
 # hydra-health from PATH (an installed host), else from this flake.
 HYDRA_HEALTH = $(or $(shell command -v hydra-health 2>/dev/null),nix shell $(FLAKE)$(HASH)hydra-fleet --command hydra-health)
-# Activation needs root on this machine.
-SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: switch
 switch: ## build this host's system, activate it, keep it only if the health gate passes (default)
-	$(SUDO) $(HYDRA_HEALTH) deploy switch --flake $(FLAKE)#$(HOST) --gate-timeout $(GATE_TIMEOUT)
+	$(HYDRA_HEALTH) deploy switch --flake $(FLAKE)#$(HOST) --gate-timeout $(GATE_TIMEOUT)
 
 .PHONY: trace
 trace: ## switch, with --show-trace for Nix evaluation errors
-	$(SUDO) $(HYDRA_HEALTH) deploy switch --flake $(FLAKE)#$(HOST) --gate-timeout $(GATE_TIMEOUT) --show-trace
+	$(HYDRA_HEALTH) deploy switch --flake $(FLAKE)#$(HOST) --gate-timeout $(GATE_TIMEOUT) --show-trace
 
 .PHONY: deploy
 deploy: ## HOST=name [TARGET=root@address]: build here, activate on HOST over SSH through the gate
@@ -76,7 +74,7 @@ deploy: ## HOST=name [TARGET=root@address]: build here, activate on HOST over SS
 
 .PHONY: rollback
 rollback: ## re-activate the previous generation (TARGET=root@address for a remote host)
-	$(if $(filter command line,$(origin TARGET)),$(HYDRA_HEALTH) deploy rollback --target-host $(TARGET),$(SUDO) $(HYDRA_HEALTH) deploy rollback)
+	$(HYDRA_HEALTH) deploy rollback$(if $(filter command line,$(origin TARGET)), --target-host $(TARGET))
 
 .PHONY: build
 build: ## build this host's system (HOST=name for another) into ./result without activating it

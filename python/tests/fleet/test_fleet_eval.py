@@ -1,0 +1,341 @@
+"""The three hosts, evaluated: units, ordering, GPU access, firewall, unfree, linger, plans.
+
+Runs the shared `nixos-eval` tool (nixpkgs' option stand-ins, no nixpkgs needed) on this flake
+once, then checks per host what the operator relies on. Needs `NIXPKGS_LIB` (nixpkgs' `lib`
+folder), `nix-instantiate`, and the tool: `$NIXOS_EVAL`, or `shared/tools/nixos-eval/run` beside
+the repository (as in CI) or beside the main checkout of a git worktree. Skips without them.
+The launcher part runs the real `hydra-launch check` and `plan --json` on every generated
+instance config.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+GIB = 1024**3
+TOOL_TIMEOUT = 300
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What the operator's notes say a host runs."""
+
+    vendor: str
+    gpu_indices: tuple[int, ...]
+    tcp_ports: frozenset[int]
+    # instance name -> GPU indices it may open
+    instances: dict[str, tuple[int, ...]]
+    # unit -> units it must be ordered after
+    after: dict[str, set[str]] = field(default_factory=dict)
+    gateway: bool = False
+
+
+def unit(instance: str) -> str:
+    return f"hydra-inference-{instance}"
+
+
+HOSTS: dict[str, Expect] = {
+    "hydra-ai": Expect(
+        vendor="nvidia",
+        gpu_indices=(0, 1),
+        # SSH, TabbyAPI for LAN clients, exporter and agent for hydra-storage's Prometheus.
+        tcp_ports=frozenset({22, 5000, 9445, 9446}),
+        instances={"tabbyapi": (0, 1)},
+    ),
+    "hydra-compute": Expect(
+        vendor="nvidia",
+        gpu_indices=(0, 1),
+        tcp_ports=frozenset({22, 8188, 9445, 9446, 11434}),
+        instances={"ollama": (0, 1), "comfyui": (1,)},
+        after={unit("comfyui"): {unit("ollama")}},
+    ),
+    "l": Expect(
+        vendor="amd",
+        gpu_indices=(0, 1),
+        # Gateway, status page, Prometheus; engines and Grafana stay on loopback.
+        tcp_ports=frozenset({22, 4000, 8080, 9090, 9445, 9446}),
+        instances={"ollama": (0,), "llama-mi50": (0,), "llama-w7500": (1,)},
+        after={
+            "hydra-inference-gateway": {
+                unit("ollama"),
+                unit("llama-mi50"),
+                unit("llama-w7500"),
+            }
+        },
+        gateway=True,
+    ),
+}
+
+CUDA_AND_DRIVER = ("nvidia-x11", "cuda_cudart", "cuda_nvcc", "cudnn", "libcublas")
+NEVER_UNFREE = ("hello", "steam")
+
+
+def find_tool() -> Path | None:
+    candidates: list[Path] = []
+    if os.environ.get("NIXOS_EVAL"):
+        candidates.append(Path(os.environ["NIXOS_EVAL"]))
+    candidates.append(REPO.parent / "shared/tools/nixos-eval/run")
+    # In a git worktree, the main checkout's neighbour.
+    try:
+        common = subprocess.run(
+            ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+        candidates.append(Path(common).parent.parent / "shared/tools/nixos-eval/run")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return next((c for c in candidates if c.is_file()), None)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    if not os.environ.get("NIXPKGS_LIB"):
+        pytest.skip("NIXPKGS_LIB is not set (nixpkgs' lib folder)")
+    if shutil.which("nix-instantiate") is None:
+        pytest.skip("nix-instantiate is not installed")
+    tool = find_tool()
+    if tool is None:
+        pytest.skip("nixos-eval not found (set NIXOS_EVAL or put shared/ beside the checkout)")
+    out = tmp_path_factory.mktemp("nixos-eval") / "report.json"
+    env = dict(os.environ)
+    # The VM test scripts' undefined-name check uses ruff when it is on PATH.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(
+        [sys.executable, str(tool), "--json", str(out), str(REPO)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TOOL_TIMEOUT,
+        check=False,
+    )
+    assert out.is_file(), f"nixos-eval wrote no report (exit {done.returncode}):\n{done.stdout}"
+    data: dict[str, Any] = json.loads(out.read_text())
+    data["_output"] = done.stdout + done.stderr
+    data["_returncode"] = done.returncode
+    return data
+
+
+def host(report: dict[str, Any], name: str) -> dict[str, Any]:
+    result: dict[str, Any] = report["hosts"][name]["result"]
+    return result
+
+
+def exec_config(report: dict[str, Any], name: str, unit_name: str) -> dict[str, Any]:
+    configs = host(report, name)["execConfigs"].get(unit_name, [])
+    assert len(configs) == 1, f"{name}: {unit_name} should have one generated config: {configs}"
+    value: dict[str, Any] = configs[0]["value"]
+    return value
+
+
+def test_everything_evaluates_without_error_or_failed_assertion(report: dict[str, Any]) -> None:
+    assert report["failures"] == [], report["_output"]
+    assert report["ok"] is True, report["_output"]
+    assert report["_returncode"] == 0, report["_output"]
+    assert set(report["names"]["hosts"]) == set(HOSTS)
+    for name in ("default", "gpu-exporter", "inference", "health-agent"):
+        assert name in report["names"]["modules"], f"nixosModules.{name} is missing"
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_hydra_units_exist_with_their_exec_start(report: dict[str, Any], name: str) -> None:
+    services = host(report, name)["services"]
+    expect = HOSTS[name]
+    wanted = {
+        "hydra-gpu-exporter": "/bin/hydra-gpu-exporter",
+        "hydra-health": "/bin/hydra-health",
+    } | {unit(i): "/bin/hydra-launch" for i in expect.instances}
+    for unit_name, binary in wanted.items():
+        assert unit_name in services, f"{name}: no {unit_name}.service"
+        exec_start = services[unit_name]["serviceConfig"]["ExecStart"]
+        assert binary in exec_start, f"{name}: {unit_name} runs {exec_start!r}"
+        assert "--config /nix/store/" in exec_start, exec_start
+        assert "multi-user.target" in services[unit_name]["wantedBy"]
+    hydra_units = {u for u in services if u.startswith("hydra-inference-")}
+    expected_units = {unit(i) for i in expect.instances} | (
+        {"hydra-inference-gateway"} if expect.gateway else set()
+    )
+    assert hydra_units == expected_units
+    if expect.gateway:
+        assert services["hydra-inference-gateway"]["serviceConfig"]["ExecStart"]
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_units_start_in_the_intended_order(report: dict[str, Any], name: str) -> None:
+    services = host(report, name)["services"]
+    for unit_name, before in HOSTS[name].after.items():
+        after = set(services[unit_name]["after"])
+        missing = {f"{b}.service" for b in before} - after
+        assert not missing, f"{name}: {unit_name} is not ordered after {missing}"
+
+
+def nvidia_nodes(device_allow: list[str]) -> set[int]:
+    return {
+        int(m.group(1))
+        for entry in device_allow
+        if (m := re.match(r"/dev/nvidia(\d+)\b", entry)) is not None
+    }
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_each_unit_may_open_only_its_own_gpus(report: dict[str, Any], name: str) -> None:
+    expect = HOSTS[name]
+    services = host(report, name)["services"]
+    for instance, gpus in expect.instances.items():
+        config = services[unit(instance)]["serviceConfig"]
+        allow = config.get("DeviceAllow", [])
+        assert config.get("DevicePolicy") == "closed", f"{name}: {instance} DevicePolicy"
+        if expect.vendor == "nvidia":
+            assert nvidia_nodes(allow) == set(gpus), f"{name}: {instance} DeviceAllow {allow}"
+            assert not any("kfd" in entry for entry in allow)
+        else:
+            # Render nodes are numbered by probe order: the card is chosen by the launcher's
+            # HIP/ROCR_VISIBLE_DEVICES (checked with the plan below), never /dev/nvidia*.
+            assert nvidia_nodes(allow) == set(), f"{name}: {instance} DeviceAllow {allow}"
+            assert any("/dev/kfd" in entry for entry in allow), allow
+        launcher_gpus = [gpu["index"] for gpu in exec_config(report, name, unit(instance))["gpus"]]
+        assert launcher_gpus == list(gpus), f"{name}: {instance} pinned to {launcher_gpus}"
+    exporter = services["hydra-gpu-exporter"]["serviceConfig"].get("DeviceAllow", [])
+    if expect.vendor == "nvidia":
+        assert nvidia_nodes(exporter) == set(expect.gpu_indices)
+    else:
+        assert nvidia_nodes(exporter) == set()
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_firewall_opens_exactly_the_intended_ports(report: dict[str, Any], name: str) -> None:
+    firewall = host(report, name)["firewall"]
+    assert firewall["enable"] is True
+    assert set(firewall["allowedTCPPorts"]) == HOSTS[name].tcp_ports
+    assert firewall["allowedUDPPorts"] == []
+    assert firewall["allowedTCPPortRanges"] == []
+    assert all(not ports.get("allowedTCPPorts") for ports in firewall["interfaces"].values())
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_unfree_is_scoped_to_the_nvidia_driver_and_cuda(report: dict[str, Any], name: str) -> None:
+    allowed = host(report, name)["unfreeAllowed"]
+    for package in NEVER_UNFREE:
+        assert allowed[package] is False, f"{name}: unfree {package} allowed"
+    if HOSTS[name].vendor == "nvidia":
+        for package in CUDA_AND_DRIVER:
+            assert allowed[package] is True, f"{name}: unfree {package} refused"
+        # Headless: no nvidia-settings, so its name is not allowed either.
+        assert allowed["nvidia-settings"] is False
+    else:
+        assert not any(allowed.values()), f"{name}: unfree allowed: {allowed}"
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_only_users_with_a_user_service_linger(report: dict[str, Any], name: str) -> None:
+    result = host(report, name)
+    # No host runs an engine as a login user's service, so nobody lingers.
+    assert result["userServices"] == {}
+    assert result["lingerUsers"] == []
+
+
+def test_scrape_targets_list_every_exporter_and_agent(report: dict[str, Any]) -> None:
+    package = report["packages"]["scrape-targets"]
+    (generated,) = package["generatedConfigs"]
+    targets = generated["value"]
+    seen = {(t["labels"]["host"], t["labels"]["job"]): t["targets"] for t in targets}
+    expected = {}
+    for name in HOSTS:
+        expected[(name, "hydra-gpu-exporter")] = [f"{name}:9445"]
+        expected[(name, "hydra-health")] = [f"{name}:9446"]
+        # What is scraped over the LAN must be open in the host's firewall.
+        assert {9445, 9446} <= set(host(report, name)["firewall"]["allowedTCPPorts"])
+        exporter = exec_config(report, name, "hydra-gpu-exporter")
+        assert exporter["listenAddress"] == "0.0.0.0"
+    assert seen == expected
+
+
+def test_l_prometheus_scrapes_the_fleet_with_the_shipped_rules(report: dict[str, Any]) -> None:
+    (prometheus,) = exec_config_list(report, "l", "prometheus")
+    jobs = {c["job_name"]: c for c in prometheus["scrape_configs"]}
+    assert {"hydra-gpu-exporter", "hydra-health", "node"} <= set(jobs)
+    exporter_targets = {
+        target for static in jobs["hydra-gpu-exporter"]["static_configs"] for target in static["targets"]
+    }
+    assert exporter_targets == {f"{name}:9445" for name in HOSTS}
+    # Store paths are <32-character hash>-<name>.
+    rules = sorted(re.sub(r"^[0-9a-z]{32}-", "", Path(r).name) for r in prometheus["rule_files"])
+    shipped = sorted(p.name for p in (REPO / "monitoring/rules").glob("*.rules.yml"))
+    assert shipped, "monitoring/rules/*.rules.yml are missing"
+    assert rules == shipped
+
+
+def exec_config_list(report: dict[str, Any], name: str, unit_name: str) -> list[dict[str, Any]]:
+    return [c["value"] for c in host(report, name)["execConfigs"].get(unit_name, [])]
+
+
+# ---- the launcher's own verdict on each generated instance config ----------------------------
+
+
+def launcher() -> Path:
+    if importlib.util.find_spec("hydra_fleet.launcher.cli") is None:
+        pytest.skip("the launcher is not part of this checkout yet")
+    return Path(sys.executable).parent / "hydra-launch"
+
+
+def instance_config(
+    report: dict[str, Any], name: str, instance: str, tmp_path: Path, **changes: Any
+) -> Path:
+    """The generated config, with secret files (paths on the host) replaced by local ones."""
+    config = dict(exec_config(report, name, unit(instance))) | changes
+    for key, value in list(config.items()):
+        if key.endswith("File") and isinstance(value, str):
+            secret = tmp_path / f"{instance}-{key}"
+            secret.write_text("test-secret\n")
+            config[key] = str(secret)
+    path = tmp_path / f"{name}-{instance}.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+ALL_INSTANCES = [(name, i) for name, e in sorted(HOSTS.items()) for i in sorted(e.instances)]
+
+
+@pytest.mark.parametrize(("name", "instance"), ALL_INSTANCES)
+def test_generated_launcher_config_passes_check(
+    report: dict[str, Any], name: str, instance: str, tmp_path: Path
+) -> None:
+    cli = launcher()
+    path = instance_config(report, name, instance, tmp_path)
+    done = subprocess.run(
+        [str(cli), "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def plan(path: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [str(launcher()), "plan", "--config", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    result["_returncode"] = done.returncode
+    return result
