@@ -42,6 +42,17 @@
       host = "0.0.0.0";
       port = 11434;
       openFirewall = true;
+      # The model the launcher loads before it reports ready (so ComfyUI starts after it).
+      # About 6 GiB per card with this context: the rest of card 1 is ComfyUI's.
+      model = "qwen2.5:14b";
+      contextLength = 16384;
+      settings.modelInfo = {
+        parameters = 14.8e9;
+        layers = 48;
+        kvHeads = 8;
+        headDim = 128;
+        bitsPerWeight = 4.85;
+      };
     };
     instances.comfyui = {
       engine = "command";
@@ -51,6 +62,16 @@
       port = 8188;
       openFirewall = true;
       startAfter = [ "ollama" ];
+      # Installed by the operator in its own virtualenv (ComfyUI and its custom nodes pin their
+      # own PyTorch); the launcher pins it to card 1 and probes the port.
+      settings.command = [
+        "/var/lib/comfyui/venv/bin/python"
+        "/var/lib/comfyui/ComfyUI/main.py"
+        "--listen"
+        "0.0.0.0"
+        "--port"
+        "8188"
+      ];
     };
   };
 }

@@ -85,16 +85,26 @@ in
       engine = "ollama";
       gpus = [ 0 ];
       port = 11434;
+      # Shares the MI50 with llama-mi50: together about 20 GiB of its 32.
+      model = "llama3.1:8b";
+      contextLength = 8192;
+      settings.modelInfo = {
+        parameters = 8.03e9;
+        layers = 32;
+        kvHeads = 8;
+        headDim = 128;
+        bitsPerWeight = 4.85;
+      };
     };
     instances.llama-mi50 = {
       engine = "llama-cpp";
       gpus = [ 0 ];
       port = 8090;
-      model = "/var/lib/hydra/models/Qwen2.5-32B-Instruct-Q4_K_M.gguf";
+      model = "/var/lib/hydra/models/Qwen2.5-14B-Instruct-Q4_K_M.gguf";
       contextLength = 32768;
       settings.modelInfo = {
-        parameters = 32.8e9;
-        layers = 64;
+        parameters = 14.8e9;
+        layers = 48;
         kvHeads = 8;
         headDim = 128;
         bitsPerWeight = 4.85;
