@@ -5,7 +5,6 @@
 
 let
   nvidiaGpus = builtins.filter (gpu: gpu.vendor == "nvidia") config.hydra.gpus;
-  enabled = nvidiaGpus != [ ];
   nv = config.hardware.nvidia;
 
   # "sm_120" -> 120; null when the arch is not written as sm_<number>.
@@ -26,6 +25,16 @@ in
     ./unfree.nix
   ];
 
+  options.hydra.nvidia.enable = lib.mkOption {
+    type = lib.types.bool;
+    default = nvidiaGpus != [ ];
+    defaultText = lib.literalMD "`true` when `hydra.gpus` lists an NVIDIA card";
+    description = ''
+      Whether to set up the NVIDIA driver and allow its unfree packages. Follows the inventory;
+      set it to false where the cards are only described, not present (a VM test).
+    '';
+  };
+
   options.hydra.nvidia.cudaPackageNames = lib.mkOption {
     type = lib.types.listOf lib.types.str;
     default = [
@@ -42,7 +51,7 @@ in
     '';
   };
 
-  config = lib.mkIf enabled {
+  config = lib.mkIf config.hydra.nvidia.enable {
     # Headless: X is not enabled, but the driver is selected through videoDrivers.
     services.xserver.videoDrivers = [ "nvidia" ];
     hardware.graphics.enable = true;

@@ -9,12 +9,21 @@
 
 let
   amdGpus = builtins.filter (gpu: gpu.vendor == "amd") config.hydra.gpus;
-  enabled = amdGpus != [ ];
   badArch = builtins.filter (gpu: builtins.match "gfx[0-9a-f]+" gpu.arch == null) amdGpus;
   setsOverride = vars: vars ? HSA_OVERRIDE_GFX_VERSION;
 in
 {
   imports = [ ./gpus.nix ];
+
+  options.hydra.rocm.enable = lib.mkOption {
+    type = lib.types.bool;
+    default = amdGpus != [ ];
+    defaultText = lib.literalMD "`true` when `hydra.gpus` lists an AMD card";
+    description = ''
+      Whether to set up amdgpu and the ROCm runtime. Follows the inventory; set it to false
+      where the cards are only described, not present (a VM test).
+    '';
+  };
 
   options.hydra.rocm.gpuTargets = lib.mkOption {
     type = lib.types.listOf lib.types.str;
@@ -32,7 +41,7 @@ in
     '';
   };
 
-  config = lib.mkIf enabled {
+  config = lib.mkIf config.hydra.rocm.enable {
     boot.initrd.kernelModules = [ "amdgpu" ];
     hardware.graphics.enable = true;
     hardware.amdgpu.opencl.enable = true;

@@ -103,8 +103,8 @@ def find_tool() -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def run_tool(flake: Path, out: Path) -> dict[str, Any]:
+    """nixos-eval on `flake`; its JSON report, with the printed output and exit status."""
     if not os.environ.get("NIXPKGS_LIB"):
         pytest.skip("NIXPKGS_LIB is not set (nixpkgs' lib folder)")
     if shutil.which("nix-instantiate") is None:
@@ -112,12 +112,11 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tool = find_tool()
     if tool is None:
         pytest.skip("nixos-eval not found (set NIXOS_EVAL or put shared/ beside the checkout)")
-    out = tmp_path_factory.mktemp("nixos-eval") / "report.json"
     env = dict(os.environ)
     # The VM test scripts' undefined-name check uses ruff when it is on PATH.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     done = subprocess.run(
-        [sys.executable, str(tool), "--json", str(out), str(REPO)],
+        [sys.executable, str(tool), "--json", str(out), str(flake)],
         capture_output=True,
         text=True,
         env=env,
@@ -129,6 +128,11 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data["_output"] = done.stdout + done.stderr
     data["_returncode"] = done.returncode
     return data
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_tool(REPO, tmp_path_factory.mktemp("nixos-eval") / "report.json")
 
 
 def host(report: dict[str, Any], name: str) -> dict[str, Any]:
@@ -342,3 +346,98 @@ def plan(path: Path) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(done.stdout)
     result["_returncode"] = done.returncode
     return result
+
+
+# ---- the driver profiles and the unfree predicate on probe hosts ---------------------------
+
+PROBE_FLAKE = """
+{
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
+  outputs = { self, nixpkgs }:
+    let
+      modules = /. + MODULES;
+      base = {
+        networking.hostName = "probe";
+        system.stateVersion = "26.05";
+        nixpkgs.hostPlatform = "x86_64-linux";
+        fileSystems."/" = { device = "/dev/sda1"; fsType = "ext4"; };
+        boot.loader.grub.devices = [ "nodev" ];
+      };
+      card = vendor: model: vramGiB: arch: { inherit vendor model vramGiB arch; index = 0; };
+      rtx5090 = card "nvidia" "RTX 5090" 32 "sm_120";
+      rtx3090 = card "nvidia" "RTX 3090" 24 "sm_86";
+      mi50 = card "amd" "MI50" 32 "gfx906";
+      mk = extra: nixpkgs.lib.nixosSystem {
+        modules = [ (modules + "/default.nix") base extra ];
+      };
+    in {
+      nixosConfigurations = {
+        allow-unfree = mk { nixpkgs.config.allowUnfree = true; };
+        hsa-global = mk {
+          hydra.gpus = [ mi50 ];
+          environment.sessionVariables.HSA_OVERRIDE_GFX_VERSION = "9.0.6";
+        };
+        blackwell-closed = mk { hydra.gpus = [ rtx5090 ]; hardware.nvidia.open = false; };
+        blackwell-old-driver = mk ({ config, ... }: {
+          hydra.gpus = [ rtx5090 ];
+          hardware.nvidia.package = config.boot.kernelPackages.nvidiaPackages.legacy_470;
+        });
+        ampere-closed = mk { hydra.gpus = [ rtx3090 ]; hardware.nvidia.open = false; };
+        merged = mk { hydra.gpus = [ rtx5090 ]; hydra.unfree.allowedPackages = [ "steam" ]; };
+        described-only = mk {
+          hydra.gpus = [ rtx5090 mi50 ];
+          hydra.nvidia.enable = false;
+          hydra.rocm.enable = false;
+        };
+      };
+    };
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def probes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    flake = tmp_path_factory.mktemp("probe-flake")
+    modules = json.dumps(str(REPO / "modules"))
+    (flake / "flake.nix").write_text(PROBE_FLAKE.replace("MODULES", modules))
+    data = run_tool(flake, flake.parent / "probe-report.json")
+    return {name: entry["result"] for name, entry in data["hosts"].items()}
+
+
+@pytest.mark.parametrize(
+    ("probe", "message"),
+    [
+        ("allow-unfree", "add the\npackage names this host needs to hydra.unfree.allowedPackages"),
+        ("hsa-global", "HSA_OVERRIDE_GFX_VERSION is set globally"),
+        ("blackwell-closed", "only work with the open kernel module"),
+        ("blackwell-old-driver", "need NVIDIA driver 570 or newer"),
+    ],
+)
+def test_profiles_refuse_what_breaks_the_cards(
+    probes: dict[str, dict[str, Any]], probe: str, message: str
+) -> None:
+    failed = probes[probe]["failedAssertions"]
+    assert any(message in text for text in failed), failed
+
+
+def test_profiles_accept_closed_driver_before_blackwell(probes: dict[str, dict[str, Any]]) -> None:
+    assert probes["ampere-closed"]["failedAssertions"] == []
+    assert probes["ampere-closed"]["hardware"]["nvidia"]["open"] is False
+
+
+def test_unfree_names_from_every_module_make_one_predicate(
+    probes: dict[str, dict[str, Any]],
+) -> None:
+    allowed = probes["merged"]["unfreeAllowed"]
+    assert allowed["steam"] is True  # from the host
+    assert allowed["nvidia-x11"] is True  # from the NVIDIA profile
+    assert allowed["hello"] is False
+
+
+def test_described_cards_without_drivers_allow_nothing_unfree(
+    probes: dict[str, dict[str, Any]],
+) -> None:
+    result = probes["described-only"]
+    assert result["failedAssertions"] == []
+    assert not any(result["unfreeAllowed"].values())
+    assert "nvidia" not in result["hardware"]["videoDrivers"]
