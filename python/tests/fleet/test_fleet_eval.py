@@ -441,3 +441,52 @@ def test_described_cards_without_drivers_allow_nothing_unfree(
     assert result["failedAssertions"] == []
     assert not any(result["unfreeAllowed"].values())
     assert "nvidia" not in result["hardware"]["videoDrivers"]
+
+
+def expected_pinning(report: dict[str, Any], name: str, instance: str) -> dict[str, str]:
+    gpus = exec_config(report, name, unit(instance))["gpus"]
+    if HOSTS[name].vendor == "nvidia":
+        ids = [gpu.get("uuid") or str(gpu["index"]) for gpu in gpus]
+        return {"CUDA_VISIBLE_DEVICES": ",".join(ids)}
+    indices = ",".join(str(gpu["index"]) for gpu in gpus)
+    return {"HIP_VISIBLE_DEVICES": indices, "ROCR_VISIBLE_DEVICES": indices}
+
+
+@pytest.mark.parametrize(("name", "instance"), ALL_INSTANCES)
+def test_plan_pins_the_instance_to_its_gpus_and_fits(
+    report: dict[str, Any], name: str, instance: str, tmp_path: Path
+) -> None:
+    launcher()
+    result = plan(instance_config(report, name, instance, tmp_path))
+    for key, value in expected_pinning(report, name, instance).items():
+        assert result["env"].get(key) == value, f"{name}: {instance} env {result['env']}"
+    # Model files live on the host, not here: that is the only refusal allowed.
+    others = [p for p in result["fatal"] if "does not exist" not in p]
+    assert others == [], f"{name}: {instance}: {result['verdict']}"
+    if exec_config(report, name, unit(instance))["engine"] == "command":
+        return
+    fit = result["fit"]
+    assert fit["checked"] is True, fit
+    for gpu in fit["gpus"]:
+        assert gpu["fits"] is True, f"{name}: {instance} does not fit {gpu['gpu']}: {gpu}"
+    assert [gpu["index"] for gpu in fit["gpus"]] == list(HOSTS[name].instances[instance])
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_instances_sharing_a_gpu_fit_together(
+    report: dict[str, Any], name: str, tmp_path: Path
+) -> None:
+    launcher()
+    used: dict[int, list[dict[str, Any]]] = {}
+    for instance in HOSTS[name].instances:
+        fit = plan(instance_config(report, name, instance, tmp_path))["fit"]
+        if fit["checked"]:
+            for gpu in fit["gpus"]:
+                used.setdefault(gpu["index"], []).append(gpu)
+    assert used, f"{name}: no plan computed a fit"
+    for index, fits in used.items():
+        # Weights and KV cache add up; one overhead (the largest) covers the card's headroom.
+        need = sum(f["weightsBytes"] + f["kvBytes"] for f in fits)
+        need += max(f["overheadBytes"] for f in fits)
+        capacity = fits[0]["capacityBytes"]
+        assert need <= capacity, f"{name}: GPU {index}: {need / GIB:.1f} > {capacity / GIB:.1f} GiB"
