@@ -16,7 +16,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from hydra_fleet.core.log import get_logger
 from hydra_fleet.exporter.backends.pyrsmi import fill_gaps
@@ -143,7 +144,7 @@ PAGE = """<!doctype html>
 
 async def metrics(request: web.Request) -> web.Response:
     body = await request.app[EXPORTER].scrape()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
 
 async def healthz(request: web.Request) -> web.Response:
