@@ -21,6 +21,7 @@
 
       nixosModules = {
         default = ./modules;
+        gpu-exporter = ./modules/gpu-exporter.nix;
       };
 
       packages = forAllSystems (pkgs: {
