@@ -30,6 +30,7 @@
 
       nixosModules = {
         default = ./modules;
+        gpu-exporter = ./modules/gpu-exporter.nix;
       };
 
       nixosConfigurations = lib.genAttrs hosts (

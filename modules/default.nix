@@ -2,6 +2,7 @@
 {
   imports = [
     ./fleet.nix
+    ./gpu-exporter.nix
     ./gpus.nix
     ./nvidia.nix
     ./rocm.nix
