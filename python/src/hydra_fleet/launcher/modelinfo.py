@@ -211,7 +211,7 @@ def model_facts(instance: Instance) -> ModelFacts:
     base = ModelFacts(source="")
     path = Path(instance.model) if instance.model.startswith("/") else None
     if path is not None and path.exists():
-        if path.is_dir():
+        if path.is_dir() and ((path / "config.json").exists() or instance.model_info is None):
             base = hf_facts(path)
         elif path.suffix == ".gguf":
             base = gguf_facts(path)

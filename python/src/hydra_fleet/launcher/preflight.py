@@ -84,7 +84,7 @@ def see_gpus(
     """The pinned GPUs' states, retrying with backoff for `wait` seconds while any is unseen."""
     if not instance.gpus or probe is None:
         return [None] * len(instance.gpus), None, ""
-    deadline = time.monotonic() + wait
+    waited = 0.0
     delay = 0.5
     attempt = 0
     while True:
@@ -96,11 +96,12 @@ def see_gpus(
                 return matched, probe.driver(), ""
         except GpuUnavailable as err:
             matched, problem = [None] * len(instance.gpus), str(err)
-        left = deadline - time.monotonic()
+        left = wait - waited
         if left <= 0:
             return matched, None, problem
         log.warning("gpus not visible yet", attempt=attempt, problem=problem, retry_in=delay)
         sleep(min(delay, left))
+        waited += min(delay, left)
         delay = min(delay * 2, 10.0)
 
 
