@@ -23,6 +23,10 @@ from typing import Any
 
 import pytest
 
+from hydra_fleet.core.config import load
+from hydra_fleet.exporter.config import ExporterConfig
+from hydra_fleet.health.config import load_config
+
 REPO = Path(__file__).resolve().parents[3]
 GIB = 1024**3
 TOOL_TIMEOUT = 300
@@ -304,15 +308,48 @@ def instance_config(
     report: dict[str, Any], name: str, instance: str, tmp_path: Path, **changes: Any
 ) -> Path:
     """The generated config, with secret files (paths on the host) replaced by local ones."""
-    config = dict(exec_config(report, name, unit(instance))) | changes
-    for key, value in list(config.items()):
-        if key.endswith("File") and isinstance(value, str):
-            secret = tmp_path / f"{instance}-{key}"
-            secret.write_text("test-secret\n")
-            config[key] = str(secret)
+    config = exec_config(report, name, unit(instance)) | changes
     path = tmp_path / f"{name}-{instance}.json"
-    path.write_text(json.dumps(config))
+    path.write_text(json.dumps(local_secrets(config, tmp_path)))
     return path
+
+
+def local_secrets(value: Any, tmp_path: Path) -> Any:
+    """`…File` keys point at /run/secrets on the host; here at a file with a stand-in value."""
+    if isinstance(value, list):
+        return [local_secrets(item, tmp_path) for item in value]
+    if not isinstance(value, dict):
+        return value
+    result = {}
+    for key, item in value.items():
+        if key.endswith("File") and isinstance(item, str):
+            secret = tmp_path / f"secret-{len(list(tmp_path.iterdir()))}"
+            secret.write_text("stand-in secret\n")
+            result[key] = str(secret)
+        else:
+            result[key] = local_secrets(item, tmp_path)
+    return result
+
+
+def write_config(config: dict[str, Any], tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(local_secrets(config, tmp_path)))
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_generated_exporter_and_agent_configs_load(
+    report: dict[str, Any], name: str, tmp_path: Path
+) -> None:
+    exporter = exec_config(report, name, "hydra-gpu-exporter")
+    load(ExporterConfig, write_config(exporter, tmp_path, "exporter.json"), {})
+    agent = exec_config(report, name, "hydra-health")
+    load_config(write_config(agent, tmp_path, "agent.json"))
+    # Every service this host runs is watched by the agent.
+    watched = {check.get("unit") for check in agent["checks"].values()}
+    for unit_name in report["hosts"][name]["result"]["services"]:
+        if unit_name.startswith(("hydra-inference-", "hydra-gpu-exporter")):
+            assert f"{unit_name}.service" in watched or unit_name in watched, unit_name
 
 
 ALL_INSTANCES = [(name, i) for name, e in sorted(HOSTS.items()) for i in sorted(e.instances)]
