@@ -215,6 +215,8 @@ in
         RestartSteps = 5;
         RestartMaxDelaySec = "60s";
         TimeoutStartSec = "60s";
+        # A driver call wedged in a worker thread would otherwise hold up the stop for 90 s.
+        TimeoutStopSec = "15s";
 
         DynamicUser = true;
         SupplementaryGroups = access.supplementaryGroups;
