@@ -40,7 +40,7 @@ in
   imports = [ ./gpus.nix ];
 
   options.services.hydra-gpu-exporter = {
-    enable = lib.mkEnableOption "the hydra GPU exporter (Prometheus metrics for NVIDIA and AMD GPUs)";
+    enable = lib.mkEnableOption "the hydra GPU exporter (Prometheus metrics for GPUs)";
 
     package = lib.mkPackageOption pkgs "hydra-fleet" { };
 
@@ -48,7 +48,7 @@ in
       type = lib.types.str;
       default = "127.0.0.1";
       example = "0.0.0.0";
-      description = "Address the exporter listens on. Use `0.0.0.0` to be scraped from another host.";
+      description = "Address to listen on; `0.0.0.0` to be scraped from another host.";
     };
 
     port = lib.mkOption {
@@ -60,7 +60,7 @@ in
     openFirewall = lib.mkOption {
       type = lib.types.bool;
       default = false;
-      description = "Open {option}`port` in the firewall (on {option}`firewallInterfaces` when set).";
+      description = "Open {option}`port` in the firewall, on {option}`firewallInterfaces` if set.";
     };
 
     firewallInterfaces = lib.mkOption {
@@ -140,7 +140,7 @@ in
                 lost = false;
               }
             ];
-            description = "Devices served by the `synthetic` backend: `{ name, vendor, memoryBytes, lost }`.";
+            description = "Devices of the `synthetic` backend (`name`, `vendor`, `memoryBytes`, `lost`).";
           };
         };
       };
@@ -215,6 +215,8 @@ in
         RestartSteps = 5;
         RestartMaxDelaySec = "60s";
         TimeoutStartSec = "60s";
+        # A driver call wedged in a worker thread would otherwise hold up the stop for 90 s.
+        TimeoutStopSec = "15s";
 
         DynamicUser = true;
         SupplementaryGroups = access.supplementaryGroups;

@@ -76,6 +76,8 @@ pkgs.testers.runNixOSTest {
         after = opened.succeed("systemctl show -p MainPID --value hydra-gpu-exporter").strip()
         assert before != after, f"MainPID {before} did not change"
         opened.wait_for_open_port(9445)
-        closed.wait_until_succeeds("curl -sf --max-time 5 http://opened:9445/metrics | grep -q hydra_gpu_up")
+        closed.wait_until_succeeds(
+            "curl -sf --max-time 5 http://opened:9445/metrics | grep -q hydra_gpu_up"
+        )
   '';
 }

@@ -23,6 +23,7 @@ class Card:
     files: dict[str, str] = field(default_factory=dict)
     hwmon: dict[str, str] = field(default_factory=dict)
     connectors: tuple[str, ...] = ()
+    gfx: int = 0  # KFD gfx_target_version, e.g. 90006 for gfx906
 
 
 MI50_FILES = {
@@ -107,6 +108,17 @@ def make_sysfs(root: Path, cards: list[Card]) -> Path:
             drm / f"renderD{128 + card.card}",
         )
     write(root / "module" / "amdgpu" / "initstate", "live\n")
+    nodes = root / "class" / "kfd" / "kfd" / "topology" / "nodes"
+    write(nodes / "0" / "properties", "cpu_cores_count 24\nsimd_count 0\ngfx_target_version 0\n")
+    for n, card in enumerate((c for c in cards if c.vendor == "0x1002" and c.gfx), start=1):
+        domain, bus, rest = card.bus_id.split(":")
+        slot, function = rest.split(".")
+        location = (int(bus, 16) << 8) | (int(slot, 16) << 3) | int(function, 16)
+        write(
+            nodes / str(n) / "properties",
+            f"cpu_cores_count 0\nsimd_count 240\ngfx_target_version {card.gfx}\n"
+            f"location_id {location}\ndomain {int(domain, 16)}\n",
+        )
     return root
 
 

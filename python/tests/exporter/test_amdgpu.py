@@ -30,7 +30,7 @@ def fixture_trees(tmp_path: Path) -> tuple[Path, Path]:
         [
             # An NVIDIA card probed first must not be taken for an AMD one.
             Card(0, "0000:01:00.0", vendor="0x10de", device="0x2684", connectors=("DP-1",)),
-            Card(1, MI50_BUS, device="0x66a1", files=MI50_FILES, hwmon=MI50_HWMON),
+            Card(1, MI50_BUS, device="0x66a1", files=MI50_FILES, hwmon=MI50_HWMON, gfx=90006),
             Card(
                 2,
                 W7500_BUS,
@@ -38,6 +38,7 @@ def fixture_trees(tmp_path: Path) -> tuple[Path, Path]:
                 files=W7500_FILES,
                 hwmon=W7500_HWMON,
                 connectors=("DP-2",),
+                gfx=110002,
             ),
         ],
     )
@@ -82,6 +83,7 @@ def test_reads_both_cards(trees: tuple[Path, Path]) -> None:
     )
     assert mi50.name == "Radeon Instinct MI50 32GB"
     assert mi50.driver_version == "6.12.40"
+    assert (mi50.arch, w7500.arch) == ("gfx906", "gfx1102")
     assert mi50.up
     assert mi50.utilization_ratio == pytest.approx(0.37)
     assert mi50.memory_total_bytes == 32 * 1024**3

@@ -16,12 +16,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from hydra_fleet.core.log import get_logger
 from hydra_fleet.exporter.backends.pyrsmi import fill_gaps
-from hydra_fleet.exporter.collector import GpuCollector
+from hydra_fleet.exporter.collector import GpuCollector, render
 from hydra_fleet.exporter.model import Backend, BackendResult, DeviceSample, Snapshot
 
 log = get_logger("hydra.exporter")
@@ -32,9 +31,6 @@ class Exporter:
     backends: list[Backend]
     expected_devices: dict[str, int]
     collect_timeout: float = 5.0
-    registry: CollectorRegistry = field(
-        default_factory=lambda: CollectorRegistry(auto_describe=False)
-    )
     snapshot: Snapshot | None = None
     last: dict[str, BackendResult] = field(default_factory=dict)
     running: dict[str, Future[BackendResult]] = field(default_factory=dict)
@@ -43,7 +39,7 @@ class Exporter:
     failing: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.registry.register(GpuCollector(lambda: self.snapshot))
+        self.collector = GpuCollector(lambda: self.snapshot)
         self.executor = ThreadPoolExecutor(
             max_workers=len(self.backends) + 2, thread_name_prefix="collect"
         )
@@ -76,7 +72,7 @@ class Exporter:
             rsmi = by_name["pyrsmi"]
             rsmi.devices = fill_gaps(by_name["amdgpu"].devices, rsmi.devices)
         self.snapshot = Snapshot(results, self.expected_devices)
-        return await loop.run_in_executor(self.executor, generate_latest, self.registry)
+        return await loop.run_in_executor(self.executor, render, self.collector)
 
     def _result(self, name: str, fut: asyncio.Future[BackendResult]) -> BackendResult:
         if not fut.done():

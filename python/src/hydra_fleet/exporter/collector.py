@@ -12,6 +12,7 @@ from importlib import metadata
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from hydra_fleet.exporter.model import DeviceSample, Snapshot
 
@@ -143,3 +144,39 @@ def device_families(devices: list[DeviceSample]) -> Iterator[Metric]:
         for p in d.processes:
             procs.add_metric([*labels, str(p.pid), p.comm, p.unit], float(p.memory_bytes))
     yield from (energy, xid, temp, clock, ecc, procs)
+
+
+def _escape(value: str) -> str:
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
+
+
+def _number(value: float) -> str:
+    """A sample value as Go (and prometheus_client) writes it: `1.0`, `2.5e+10`, `+Inf`, `NaN`."""
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text
+
+
+def render(collector: Collector) -> bytes:
+    """The Prometheus text format (0.0.4) of `collector`, as `generate_latest` writes it.
+
+    Same bytes, a few times faster: the exporter's families are plain gauges and counters
+    with fixed, valid names, so the per-label validation and name escaping are skipped.
+    """
+    out: list[str] = []
+    for family in collector.collect():
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {family.type}\n")
+        order: list[str] | None = None
+        for sample in family.samples:
+            labels = sample.labels
+            if order is None:
+                order = sorted(labels)
+            if labels:
+                text = ",".join([f'{key}="{_escape(labels[key])}"' for key in order])
+                out.append(f"{sample.name}{{{text}}} {_number(sample.value)}\n")
+            else:
+                out.append(f"{sample.name} {_number(sample.value)}\n")
+    return "".join(out).encode()

@@ -79,6 +79,30 @@ def pcie_generation(speed: str | None) -> int | None:
     return _PCIE_GEN.get(rate)
 
 
+def gfx_targets(sysfs_root: Path) -> dict[str, str]:
+    """PCI bus id -> gfx target (`gfx906`), from the KFD topology's node properties."""
+    targets = {}
+    nodes = sysfs_root / "class" / "kfd" / "kfd" / "topology" / "nodes"
+    try:
+        entries = sorted(nodes.iterdir())
+    except OSError:
+        return {}
+    for node in entries:
+        props: dict[str, int] = {}
+        for line in (_read(node / "properties") or "").splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().isdigit():
+                props[key] = int(value)
+        version = props.get("gfx_target_version", 0)
+        if not version:
+            continue  # a CPU node
+        loc = props.get("location_id", 0)
+        bus = f"{props.get('domain', 0):04x}:{loc >> 8:02x}:{(loc >> 3) & 0x1F:02x}.{loc & 0x7:x}"
+        major, minor, step = version // 10000, (version // 100) % 100, version % 100
+        targets[bus] = f"gfx{major}{minor}{step:x}"
+    return targets
+
+
 class AmdgpuBackend:
     name = "amdgpu"
 
@@ -88,6 +112,7 @@ class AmdgpuBackend:
         self.processes = processes
         self.cards = find_cards(sysfs_root)
         self.kernel = _read(proc_root / "sys" / "kernel" / "osrelease") or ""
+        self.targets = gfx_targets(sysfs_root)
 
     def collect(self) -> list[DeviceSample]:
         # Cards can come and go (hotplug, driver reload): enumerate on every collection.
@@ -112,7 +137,7 @@ class AmdgpuBackend:
             pci_bus_id=bus_id,
             driver_version=_read(Path(self.sysfs_root, "module", "amdgpu", "version"))
             or self.kernel,
-            arch="",
+            arch=self.targets.get(bus_id, ""),
         )
         total = _int(dev / "mem_info_vram_total")
         if total is None:

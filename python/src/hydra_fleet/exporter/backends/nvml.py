@@ -124,6 +124,7 @@ class NvmlBackend:
         self.devices: list[_Device] = []
         self.driver_version = ""
         self.initialised = False
+        self.init_error = ""
         self.lock = threading.Lock()
         self._warned = _Warned()
         self._stop = threading.Event()
@@ -183,7 +184,9 @@ class NvmlBackend:
         try:
             self._init()
         except pynvml.NVMLError as err:
-            log.warning("nvml re-init failed, retrying on the next scrape", error=str(err))
+            if self.devices:
+                log.warning("nvml re-init failed, retrying on the next scrape", error=str(err))
+            self.init_error = str(err)
             return False
         log.info("nvml re-initialised", devices=len(self.devices))
         return True
@@ -198,7 +201,7 @@ class NvmlBackend:
         with self.lock:
             if (not self.initialised or any(d.lost for d in self.devices)) and not self._reinit():
                 if not self.devices:
-                    raise RuntimeError("NVML is not available")
+                    raise RuntimeError(f"NVML is not available: {self.init_error}")
                 return [self._down(d) for d in self.devices]
             samples = [self._sample(d) for d in self.devices]
             if any(d.lost for d in self.devices):

@@ -7,6 +7,7 @@ runs, the two are merged by PCI bus id and pyrsmi only fills readings sysfs left
 
 from __future__ import annotations
 
+import logging
 import types
 from typing import Any
 
@@ -29,6 +30,13 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+class _DropPyrsmiRecords(logging.Filter):
+    """pyrsmi logs every reading it cannot make through the root logger at ERROR."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pyrsmi" not in record.pathname
+
+
 class PyrsmiUnavailableError(RuntimeError):
     """ROCm's SMI library could not be loaded or initialised."""
 
@@ -49,6 +57,7 @@ class PyrsmiBackend:
                     "pyrsmi is not installed (use the hydra-fleet-rocm package)"
                 ) from err
             self._rocml = rocml
+            logging.getLogger().addFilter(_DropPyrsmiRecords())
         return self._rocml
 
     def start(self) -> None:
