@@ -30,15 +30,16 @@ def mark(marker: Path | None) -> None:
         marker.write_text(repr(time.time()))
 
 
-async def main() -> None:
-    mode, port, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-    marker = Path(sys.argv[4]) if len(sys.argv) > 4 else None
+def setup(marker: Path | None) -> None:
     if marker is not None:
         keys = ("NOTIFY_SOCKET", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
         env = {k: os.environ.get(k) for k in keys}
         Path(f"{marker}.env").write_text(json.dumps(env))
         child = subprocess.Popen(["sleep", "300"])
         Path(f"{marker}.grandchild").write_text(str(child.pid))
+
+
+async def main(mode: str, port: int, delay: float, marker: Path | None) -> None:
     if mode == "ignore-term":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     started = time.monotonic()
@@ -93,4 +94,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    marker_arg = Path(sys.argv[4]) if len(sys.argv) > 4 else None
+    setup(marker_arg)
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), marker_arg))

@@ -18,7 +18,7 @@ import signal
 import time
 from pathlib import Path
 
-from hydra_fleet.core.errors import EX_CONFIG, EX_FAILURE, EX_OK, EX_TEMPFAIL
+from hydra_fleet.core.errors import EX_CONFIG, EX_FAILURE, EX_OK, EX_TEMPFAIL, ConfigError
 from hydra_fleet.core.log import get_logger
 from hydra_fleet.core.sdnotify import Notifier
 from hydra_fleet.launcher import preflight
@@ -49,6 +49,9 @@ def session_pids(sid: int, proc: Path = Path("/proc")) -> set[int]:
 
 
 def write_files(spec: LaunchSpec) -> None:
+    """The engine's generated files (secrets 0600) and its working directory."""
+    if spec.cwd is not None:
+        Path(spec.cwd).mkdir(parents=True, exist_ok=True)
     for name, text in spec.files.items():
         path = Path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,9 +92,15 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop.set)
         log.info("starting engine", engine=instance.engine, argv=" ".join(spec.argv))
-        self.child = await asyncio.create_subprocess_exec(
-            *spec.argv, env=env, cwd=spec.cwd, start_new_session=True
-        )
+        try:
+            self.child = await asyncio.create_subprocess_exec(
+                *spec.argv, env=env, cwd=spec.cwd, start_new_session=True
+            )
+        except OSError as err:
+            field = "command" if instance.engine == "command" else "executable"
+            raise ConfigError(
+                "config", field, f"cannot start {spec.argv[0]}: {err.strerror}"
+            ) from err
         prober = Prober(spec.probe, instance.readiness.probe_timeout, bool(instance.gpus))
         try:
             return await self._supervise(prober)
