@@ -21,6 +21,7 @@
 
       nixosModules = {
         default = ./modules;
+        inference = ./modules/inference.nix;
       };
 
       packages = forAllSystems (pkgs: {
