@@ -142,8 +142,9 @@ class Supervisor:
         readiness = self.instance.readiness
         assert self.child is not None
         started = time.monotonic()
-        extend = 3 * (readiness.interval + readiness.probe_timeout)
+        extend = 3 * (max(readiness.interval, 1.0) + readiness.probe_timeout)
         self.notifier.send("STATUS=starting engine", f"EXTEND_TIMEOUT_USEC={int(extend * 1e6)}")
+        last_note = started
         while True:
             if (code := self._died()) is not None:
                 return code
@@ -163,10 +164,12 @@ class Supervisor:
                 log.error("engine not ready in time", seconds=round(waited), last=result.detail)
                 self.notifier.status(f"not ready after {waited:.0f}s: {result.detail}")
                 return EX_FAILURE
-            self.notifier.send(
-                f"STATUS=loading ({waited:.0f}s): {result.detail}",
-                f"EXTEND_TIMEOUT_USEC={int(extend * 1e6)}",
-            )
+            if time.monotonic() - last_note >= min(1.0, extend / 3):  # at most once a second
+                last_note = time.monotonic()
+                self.notifier.send(
+                    f"STATUS=loading ({waited:.0f}s): {result.detail}",
+                    f"EXTEND_TIMEOUT_USEC={int(extend * 1e6)}",
+                )
             await self._wait(readiness.interval)
         if (problem := await self._placement(result.cpu_fallback)) is not None:
             log.error("engine not on its GPUs", problem=problem)
