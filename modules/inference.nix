@@ -33,7 +33,12 @@ let
   # A wildcard bind is probed and routed on loopback.
   localHost = host: if host == "0.0.0.0" || host == "::" then "127.0.0.1" else host;
   hostPort =
-    inst: "${if lib.hasInfix ":" (localHost inst.host) then "[${localHost inst.host}]" else localHost inst.host}:${toString inst.port}";
+    inst:
+    let
+      host = localHost inst.host;
+      bracketed = if lib.hasInfix ":" host then "[${host}]" else host;
+    in
+    "${bracketed}:${toString inst.port}";
 
   probePath =
     inst:
@@ -44,15 +49,12 @@ let
     else
       "/health";
 
+  # The inventory entries of an instance's GPUs, in its order (unknown indices: see assertions).
   gpuFacts =
     inst:
-    map (
-      index:
-      let
-        gpu = lib.findFirst (g: g.index == index) null config.hydra.gpus;
-      in
-      if gpu == null then { inherit index; } else gpu
-    ) inst.gpus;
+    lib.filter (gpu: gpu != null) (
+      map (index: lib.findFirst (g: g.index == index) null config.hydra.gpus) inst.gpus
+    );
 
   envName = name: "HYDRA_API_KEY_" + lib.toUpper (lib.replaceStrings [ "-" "." ] [ "_" "_" ] name);
 
@@ -76,7 +78,8 @@ let
       model = if inst.model == "" then null else inst.model;
       command = if inst.engine == "command" then inst.command else null;
       probePath = if inst.engine == "command" then inst.probePath else null;
-      executable = if inst.engine == "command" then null else engineBinary.${inst.engine} inst.package;
+      executable =
+        if inst.engine == "command" then null else engineBinary.${inst.engine} inst.package;
       # systemd's LoadCredential copy; a user service reads the file itself.
       apiKeyFile =
         if inst.apiKeyFile == null then
@@ -87,7 +90,8 @@ let
           "$CREDENTIALS_DIRECTORY/apiKey";
     };
 
-  configFile = name: inst: jsonFormat.generate "hydra-inference-${name}.json" (instanceConfig name inst);
+  configFile =
+    name: inst: jsonFormat.generate "hydra-inference-${name}.json" (instanceConfig name inst);
 
   hardening = {
     NoNewPrivileges = true;
@@ -441,7 +445,9 @@ in
     assertions =
       let
         indices = map (g: g.index) config.hydra.gpus;
-        ports = lib.mapAttrsToList (_: inst: inst.port) cfg.instances ++ lib.optional cfg.gateway.enable cfg.gateway.port;
+        ports =
+          lib.mapAttrsToList (_: inst: inst.port) cfg.instances
+          ++ lib.optional cfg.gateway.enable cfg.gateway.port;
         inStore = path: path != null && lib.hasPrefix builtins.storeDir path;
       in
       lib.concatLists (
@@ -521,7 +527,9 @@ in
               ProtectHome = true;
               DevicePolicy = "closed";
               LoadCredential =
-                lib.optional (cfg.gateway.masterKeyFile != null) "masterKey:${cfg.gateway.masterKeyFile}"
+                lib.optional (
+                  cfg.gateway.masterKeyFile != null
+                ) "masterKey:${cfg.gateway.masterKeyFile}"
                 ++ lib.mapAttrsToList (name: inst: "apiKey-${name}:${inst.apiKeyFile}") keyedInstances;
             };
         };
@@ -532,10 +540,14 @@ in
     ) userInstances;
 
     # A user's services die at logout unless the user lingers.
-    users.users = lib.mapAttrs' (_: inst: lib.nameValuePair inst.user { linger = true; }) userInstances;
+    users.users = lib.mapAttrs' (
+      _: inst: lib.nameValuePair inst.user { linger = true; }
+    ) userInstances;
 
     networking.firewall.allowedTCPPorts =
-      lib.mapAttrsToList (_: inst: inst.port) (lib.filterAttrs (_: inst: inst.openFirewall) cfg.instances)
+      lib.mapAttrsToList (_: inst: inst.port) (
+        lib.filterAttrs (_: inst: inst.openFirewall) cfg.instances
+      )
       ++ lib.optional (cfg.gateway.enable && cfg.gateway.openFirewall) cfg.gateway.port;
   };
 }
