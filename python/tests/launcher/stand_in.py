@@ -5,6 +5,8 @@
 llama-cpp: listens at once, /health 503 "Loading model" for DELAY seconds, then 200.
 tabbyapi, vllm: the port opens only after DELAY seconds, then /health 200.
 ollama: / answers at once; POST /api/generate loads the model in DELAY seconds; /api/ps lists it.
+ollama-cpu: like ollama, but /api/ps shows the model held in system memory (size_vram 0).
+degrade: like llama-cpp, then /health answers 500 from 2 x DELAY seconds on (a hung engine).
 crash: listens, exits 3 after DELAY seconds. ignore-term: like llama-cpp but ignores SIGTERM.
 MARKER: a file where the stand-in writes the time.time() at which it became ready.
 Also writes `<MARKER>.env` with its NOTIFY_SOCKET and CUDA_VISIBLE_DEVICES, and spawns a
@@ -49,7 +51,9 @@ async def main(mode: str, port: int, delay: float, marker: Path | None) -> None:
         return time.monotonic() - started >= delay
 
     async def health(_: web.Request) -> web.Response:
-        if mode in ("llama-cpp", "ignore-term") and not ready():
+        if mode == "degrade" and time.monotonic() - started >= 2 * delay:
+            return web.json_response({"error": "hung"}, status=500)
+        if mode in ("llama-cpp", "ignore-term", "degrade") and not ready():
             return web.json_response(
                 {"error": {"code": 503, "message": "Loading model"}}, status=503
             )
@@ -68,7 +72,8 @@ async def main(mode: str, port: int, delay: float, marker: Path | None) -> None:
         return web.json_response({"done": True})
 
     async def ps(_: web.Request) -> web.Response:
-        models = [{"name": m, "size": 100, "size_vram": 100} for m in sorted(loaded)]
+        vram = 0 if mode == "ollama-cpu" else 100
+        models = [{"name": m, "size": 100, "size_vram": vram} for m in sorted(loaded)]
         return web.json_response({"models": models})
 
     app = web.Application()
@@ -84,7 +89,7 @@ async def main(mode: str, port: int, delay: float, marker: Path | None) -> None:
     await site.start()
     if mode in ("tabbyapi", "vllm"):
         mark(marker)
-    elif mode in ("llama-cpp", "ignore-term"):
+    elif mode in ("llama-cpp", "ignore-term", "degrade"):
         await asyncio.sleep(max(delay - (time.monotonic() - started), 0))
         mark(marker)
     if mode == "crash":

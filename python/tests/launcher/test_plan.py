@@ -10,8 +10,29 @@ from typing import Any
 import pytest
 import yaml
 
+from hydra_fleet.launcher import cli
 from hydra_fleet.launcher.cli import main
+from hydra_fleet.launcher.config import Instance
+from hydra_fleet.launcher.gpu_probe import DeviceState
 from tests.launcher.conftest import LLAMA3_70B_35, RTX4090, RTX5090
+from tests.launcher.fakes import FakeGpus
+
+
+@pytest.fixture(autouse=True)
+def _gpus_as_declared(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every declared GPU is present, idle, with its declared memory (no host GPU consulted)."""
+
+    def probe(instance: Instance) -> FakeGpus | None:
+        if not instance.gpus:
+            return None
+        found = [
+            DeviceState(g.index, g.uuid, g.model, g.capacity_bytes, g.capacity_bytes)
+            for g in instance.gpus
+        ]
+        return FakeGpus(found, vendor=instance.gpus[0].vendor)
+
+    monkeypatch.setattr(cli, "_probe", probe)
+
 
 MI50 = {"vendor": "amd", "model": "MI50", "vramGiB": 32, "arch": "gfx906", "index": 0}
 W7500 = {"vendor": "amd", "model": "W7500", "vramGiB": 8, "arch": "gfx1102", "index": 1}
@@ -320,3 +341,15 @@ def test_bad_config_is_one_line_and_78(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_plan_says_75_when_the_gpu_is_not_visible(
+    write_config: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pinned GPU is not there (driver not loaded): the plan says run would wait (75)."""
+    monkeypatch.setattr(cli, "_probe", lambda _: FakeGpus([], unavailable_calls=1))
+    path = write_config(engine="command", port=18099, command=["x"], gpus=[RTX4090])
+    assert main(["plan", "--config", str(path)]) == 75
+    assert "not now (75): /dev/nvidia-uvm missing" in capsys.readouterr().out

@@ -299,3 +299,46 @@ def test_missing_executable_is_78(tmp_path: Path, notify: NotifySocket) -> None:
         executable=str(tmp_path / "nope"),
     )
     assert proc.wait(30) == 78
+
+
+def test_unhealthy_after_ready_is_a_nonzero_exit(tmp_path: Path, notify: NotifySocket) -> None:
+    """Probes keep running after READY=1: `failures` failed probes in a row end the run (1)."""
+    port, marker = free_port(), tmp_path / "ready"
+    command = stand_in("degrade", port, 1.0, marker)
+    readiness = {**FAST, "failures": 3}
+    proc = launch(
+        tmp_path,
+        notify,
+        engine="command",
+        port=port,
+        command=command,
+        probePath="/health",
+        readiness=readiness,
+    )
+    assert proc.wait(30) == 1
+    messages = [m for _, m in notify.collect("unhealthy", 2)]
+    assert any("READY=1" in m for m in messages)
+    assert any("STATUS=unhealthy: GET /health 500" in m for m in messages)
+
+
+def test_ollama_model_in_system_memory_is_a_failure(tmp_path: Path, notify: NotifySocket) -> None:
+    """Ollama loaded the model but /api/ps shows it off the GPU: 75, no READY=1."""
+    port, marker = free_port(), tmp_path / "ready"
+    ollama = tmp_path / "ollama"
+    ollama.write_text(
+        f"#!/bin/sh\nexec {sys.executable} {STAND_IN} ollama-cpu {port} 0.2 {marker}\n"
+    )
+    ollama.chmod(0o755)
+    gpus = FakeGpus([device(1, 24, uuid="GPU-4090")], held={1: 8 << 30})
+    inst = instance(
+        engine="ollama",
+        port=port,
+        model="llama3",
+        contextLength=4096,
+        executable=str(ollama),
+        workDir=str(tmp_path / "w"),
+        gpus=[RTX4090],
+        readiness=FAST,
+    )
+    assert asyncio.run(supervisor.run(inst, gpus, Notifier(notify.path))) == 75
+    assert not any("READY=1" in m for _, m in notify.collect("READY=1", 0.5))
