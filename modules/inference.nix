@@ -258,7 +258,9 @@ let
         };
         port = lib.mkOption {
           type = lib.types.port;
-          default = defaultPorts.${config.engine} or null;
+          default =
+            defaultPorts.${config.engine}
+              or (throw "services.hydra-inference.instances.${name}.port: engine command has no default port; set one.");
           defaultText = lib.literalExpression "5000 tabbyapi, 11434 ollama, 8080 llama-cpp, 8000 vllm";
           description = "Port the engine listens on (the launcher refuses a busy one).";
         };

@@ -18,6 +18,7 @@ class FakeGpus:
     vendor: Vendor = "nvidia"
     calls: int = 0
     memory_queries: list[set[int]] = field(default_factory=list)
+    answers: list[dict[int, int]] = field(default_factory=list)
 
     def devices(self) -> list[DeviceState]:
         self.calls += 1
@@ -34,7 +35,9 @@ class FakeGpus:
         if self.held is None:
             return None
         alive = any(_alive(pid) for pid in pids)
-        return {index: (held if alive else 0) for index, held in self.held.items()}
+        answer = {index: (held if alive else 0) for index, held in self.held.items()}
+        self.answers.append(answer)
+        return answer
 
 
 def _alive(pid: int) -> bool:

@@ -342,3 +342,25 @@ def test_ollama_model_in_system_memory_is_a_failure(tmp_path: Path, notify: Noti
     )
     assert asyncio.run(supervisor.run(inst, gpus, Notifier(notify.path))) == 75
     assert not any("READY=1" in m for _, m in notify.collect("READY=1", 0.5))
+
+
+def test_stop_waits_for_the_gpu_memory_release(tmp_path: Path, notify: NotifySocket) -> None:
+    """After a stop the launcher returns only once the engine's GPU memory is released."""
+    port, marker = free_port(), tmp_path / "ready"
+    gpus = FakeGpus([device(1, 24, uuid="GPU-4090")], held={1: 8 << 30})
+    command = stand_in("tabbyapi", port, 0.2, marker)
+    inst = instance(engine="command", port=port, command=command, gpus=[RTX4090], readiness=FAST)
+    sup = supervisor.Supervisor(inst, gpus, Notifier(notify.path), dict(os.environ))
+
+    async def run_then_stop() -> int:
+        task = asyncio.create_task(sup.run())
+        while not any("READY=1" in m for _, m in notify.messages):
+            await asyncio.to_thread(notify.collect, "READY=1", 0.2)
+            assert not task.done()
+        sup.stop.set()
+        return await task
+
+    assert asyncio.run(run_then_stop()) == 0
+    assert gpus.answers[0] == {1: 8 << 30}  # placement: held while running
+    assert gpus.answers[-1] == {1: 0}  # released before run() returned
+    assert all(gone(pid) for pid in sup.seen_pids)
