@@ -31,6 +31,7 @@
       nixosModules = {
         default = ./modules;
         gpu-exporter = ./modules/gpu-exporter.nix;
+        inference = ./modules/inference.nix;
       };
 
       nixosConfigurations = lib.genAttrs hosts (

@@ -5,6 +5,8 @@
 llama-cpp: listens at once, /health 503 "Loading model" for DELAY seconds, then 200.
 tabbyapi, vllm: the port opens only after DELAY seconds, then /health 200.
 ollama: / answers at once; POST /api/generate loads the model in DELAY seconds; /api/ps lists it.
+ollama-cpu: like ollama, but /api/ps shows the model held in system memory (size_vram 0).
+degrade: like llama-cpp, then /health answers 500 from 2 x DELAY seconds on (a hung engine).
 crash: listens, exits 3 after DELAY seconds. ignore-term: like llama-cpp but ignores SIGTERM.
 MARKER: a file where the stand-in writes the time.time() at which it became ready.
 Also writes `<MARKER>.env` with its NOTIFY_SOCKET and CUDA_VISIBLE_DEVICES, and spawns a
@@ -30,15 +32,16 @@ def mark(marker: Path | None) -> None:
         marker.write_text(repr(time.time()))
 
 
-async def main() -> None:
-    mode, port, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-    marker = Path(sys.argv[4]) if len(sys.argv) > 4 else None
+def setup(marker: Path | None) -> None:
     if marker is not None:
         keys = ("NOTIFY_SOCKET", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
         env = {k: os.environ.get(k) for k in keys}
         Path(f"{marker}.env").write_text(json.dumps(env))
         child = subprocess.Popen(["sleep", "300"])
         Path(f"{marker}.grandchild").write_text(str(child.pid))
+
+
+async def main(mode: str, port: int, delay: float, marker: Path | None) -> None:
     if mode == "ignore-term":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     started = time.monotonic()
@@ -48,7 +51,9 @@ async def main() -> None:
         return time.monotonic() - started >= delay
 
     async def health(_: web.Request) -> web.Response:
-        if mode in ("llama-cpp", "ignore-term") and not ready():
+        if mode == "degrade" and time.monotonic() - started >= 2 * delay:
+            return web.json_response({"error": "hung"}, status=500)
+        if mode in ("llama-cpp", "ignore-term", "degrade") and not ready():
             return web.json_response(
                 {"error": {"code": 503, "message": "Loading model"}}, status=503
             )
@@ -67,7 +72,8 @@ async def main() -> None:
         return web.json_response({"done": True})
 
     async def ps(_: web.Request) -> web.Response:
-        models = [{"name": m, "size": 100, "size_vram": 100} for m in sorted(loaded)]
+        vram = 0 if mode == "ollama-cpu" else 100
+        models = [{"name": m, "size": 100, "size_vram": vram} for m in sorted(loaded)]
         return web.json_response({"models": models})
 
     app = web.Application()
@@ -83,7 +89,7 @@ async def main() -> None:
     await site.start()
     if mode in ("tabbyapi", "vllm"):
         mark(marker)
-    elif mode in ("llama-cpp", "ignore-term"):
+    elif mode in ("llama-cpp", "ignore-term", "degrade"):
         await asyncio.sleep(max(delay - (time.monotonic() - started), 0))
         mark(marker)
     if mode == "crash":
@@ -93,4 +99,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    marker_arg = Path(sys.argv[4]) if len(sys.argv) > 4 else None
+    setup(marker_arg)
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), marker_arg))

@@ -9,7 +9,9 @@ import gguf
 import numpy as np
 import pytest
 
+from hydra_fleet.core.errors import TemporaryError
 from hydra_fleet.launcher import preflight
+from hydra_fleet.launcher.gpu_probe import DriverInfo
 from hydra_fleet.launcher.modelinfo import gguf_facts, model_facts
 from tests.launcher.conftest import LLAMA3_70B_35, RTX4090, RTX5090, instance
 from tests.launcher.fakes import FakeGpus, device
@@ -88,7 +90,9 @@ def test_llama_cpp_fit_from_gguf_hand_computed(tmp_path: Path) -> None:
     with path.open("r+b") as handle:  # sparse: pretend 8 GiB of weights
         handle.truncate(8 * GIB)
     gpu = {"vendor": "nvidia", "model": "RTX 5070 Ti", "vramGiB": 16, "arch": "sm_120", "index": 0}
-    inst = instance(engine="llama-cpp", model=str(path), contextLength=32768, cacheType="q8", gpus=[gpu])
+    inst = instance(
+        engine="llama-cpp", model=str(path), contextLength=32768, cacheType="q8", gpus=[gpu]
+    )
     pre = preflight.run(inst, None)
     row = pre.fit.gpus[0]
     assert row.kv == 2 * 32 * 8 * 128 * 32768 * 34 // 32 == 2_281_701_376
@@ -126,7 +130,10 @@ def test_exl2_config_json_and_safetensors(tmp_path: Path) -> None:
 def test_vllm_tensor_parallel_over_unequal_gpus_is_refused() -> None:
     """vLLM splits every tensor evenly: 32 + 24 GB is refused with exit 78 and the reason."""
     inst = instance(
-        engine="vllm", model="/nonexistent", contextLength=8192, gpus=[RTX5090, RTX4090],
+        engine="vllm",
+        model="/nonexistent",
+        contextLength=8192,
+        gpus=[RTX5090, RTX4090],
         modelInfo={**LLAMA3_70B_35, "bitsPerWeight": 4},
     )
     pre = preflight.run(inst, None)
@@ -138,14 +145,19 @@ def test_vllm_tensor_parallel_over_unequal_gpus_is_refused() -> None:
 def test_held_memory_is_temporary() -> None:
     """Fits the card but another process holds the memory now: exit 75, not 78."""
     inst = instance(
-        engine="llama-cpp", model="m", contextLength=4096, gpus=[RTX4090],
+        engine="llama-cpp",
+        model="m",
+        contextLength=4096,
+        gpus=[RTX4090],
         modelInfo={"weightsBytes": 10 * GIB, "layers": 32, "kvHeads": 8, "headDim": 128},
     )
     gpus = FakeGpus([device(0, 32), device(1, 24, free_gib=8, uuid="GPU-4090")])
     pre = preflight.run(inst, gpus)
-    assert pre.fit.fits and not pre.fatal
-    assert pre.temporary and "held by other processes" in pre.temporary[0]
-    with pytest.raises(preflight.TemporaryError) as err:
+    assert pre.fit.fits
+    assert not pre.fatal
+    assert pre.temporary
+    assert "held by other processes" in pre.temporary[0]
+    with pytest.raises(TemporaryError) as err:
         pre.enforce()
     assert err.value.exit_code == 75
 
@@ -156,7 +168,8 @@ def test_gpu_visibility_retried_with_backoff_then_75() -> None:
     sleeps: list[float] = []
     gpus = FakeGpus([device(1, 24, uuid="GPU-4090")], unavailable_calls=100)
     pre = preflight.run(inst, gpus, wait=3.0, sleep=sleeps.append)
-    assert pre.temporary and "nvidia_uvm not loaded" in pre.temporary[0]
+    assert pre.temporary
+    assert "nvidia_uvm not loaded" in pre.temporary[0]
     assert sleeps == [0.5, 1.0, 1.5]
 
 
@@ -165,14 +178,13 @@ def test_gpu_visible_after_two_tries() -> None:
     inst = instance(engine="command", command=["true"], gpus=[RTX4090])
     gpus = FakeGpus([device(1, 24, uuid="GPU-4090")], unavailable_calls=2)
     pre = preflight.run(inst, gpus, wait=30.0, sleep=lambda _: None)
-    assert not pre.temporary and not pre.fatal
+    assert not pre.temporary
+    assert not pre.fatal
     assert gpus.calls == 3
 
 
 def test_blackwell_needs_cuda_12_8() -> None:
     """An RTX 5090 with a driver that supports CUDA 12.6 is refused (78), naming the fix."""
-    from hydra_fleet.launcher.gpu_probe import DriverInfo
-
     inst = instance(engine="command", command=["true"], gpus=[RTX5090])
     gpus = FakeGpus([device(0, 32, uuid="GPU-5090")], driver_=DriverInfo("560.35", (12, 6)))
     pre = preflight.run(inst, gpus)

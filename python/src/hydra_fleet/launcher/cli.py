@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from hydra_fleet.core.cli import run_command
-from hydra_fleet.core.errors import EX_CONFIG, EX_OK
+from hydra_fleet.core.errors import EX_CONFIG, EX_OK, EX_TEMPFAIL
 from hydra_fleet.launcher import config, plan, preflight, supervisor
 from hydra_fleet.launcher.engines import launch_spec
 from hydra_fleet.launcher.gpu_probe import GpuProbe, probe_for
@@ -47,12 +47,17 @@ def check(config_path: Path) -> int:
 @CONFIG
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan_command(config_path: Path, as_json: bool) -> int:
-    """Show the argv, environment, probe and VRAM fit, without starting anything."""
+    """Show the argv, environment, probe and VRAM fit, without starting anything.
+
+    Exit 0 when `run` would start, 78 when it would refuse, 75 when it would wait.
+    """
     instance = config.load(config_path)
     pre = preflight.run(instance, _probe(instance), check_port=True)
     spec = launch_spec(instance, pre.fit, dict(os.environ))
     click.echo(plan.as_json(pre, spec) if as_json else plan.as_text(pre, spec))
-    return EX_CONFIG if pre.fatal else EX_OK
+    if pre.fatal:
+        return EX_CONFIG
+    return EX_TEMPFAIL if pre.temporary else EX_OK
 
 
 @cli.command()

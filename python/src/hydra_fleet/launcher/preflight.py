@@ -45,11 +45,12 @@ class Preflight:
 
     @property
     def verdict(self) -> str:
+        parts = []
         if self.fatal:
-            return "refused: " + "; ".join(self.fatal)
+            parts.append("refused (78): " + "; ".join(self.fatal))
         if self.temporary:
-            return "not now: " + "; ".join(self.temporary)
-        return "ok"
+            parts.append("not now (75): " + "; ".join(self.temporary))
+        return " | ".join(parts) or "ok"
 
     def enforce(self) -> None:
         if self.fatal:

@@ -18,7 +18,7 @@ import signal
 import time
 from pathlib import Path
 
-from hydra_fleet.core.errors import EX_CONFIG, EX_FAILURE, EX_OK, EX_TEMPFAIL
+from hydra_fleet.core.errors import EX_CONFIG, EX_FAILURE, EX_OK, EX_TEMPFAIL, ConfigError
 from hydra_fleet.core.log import get_logger
 from hydra_fleet.core.sdnotify import Notifier
 from hydra_fleet.launcher import preflight
@@ -49,6 +49,9 @@ def session_pids(sid: int, proc: Path = Path("/proc")) -> set[int]:
 
 
 def write_files(spec: LaunchSpec) -> None:
+    """The engine's generated files (secrets 0600) and its working directory."""
+    if spec.cwd is not None:
+        Path(spec.cwd).mkdir(parents=True, exist_ok=True)
     for name, text in spec.files.items():
         path = Path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,9 +92,15 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop.set)
         log.info("starting engine", engine=instance.engine, argv=" ".join(spec.argv))
-        self.child = await asyncio.create_subprocess_exec(
-            *spec.argv, env=env, cwd=spec.cwd, start_new_session=True
-        )
+        try:
+            self.child = await asyncio.create_subprocess_exec(
+                *spec.argv, env=env, cwd=spec.cwd, start_new_session=True
+            )
+        except OSError as err:
+            field = "command" if instance.engine == "command" else "executable"
+            raise ConfigError(
+                "config", field, f"cannot start {spec.argv[0]}: {err.strerror}"
+            ) from err
         prober = Prober(spec.probe, instance.readiness.probe_timeout, bool(instance.gpus))
         try:
             return await self._supervise(prober)
@@ -133,8 +142,9 @@ class Supervisor:
         readiness = self.instance.readiness
         assert self.child is not None
         started = time.monotonic()
-        extend = 3 * (readiness.interval + readiness.probe_timeout)
+        extend = 3 * (max(readiness.interval, 1.0) + readiness.probe_timeout)
         self.notifier.send("STATUS=starting engine", f"EXTEND_TIMEOUT_USEC={int(extend * 1e6)}")
+        last_note = started
         while True:
             if (code := self._died()) is not None:
                 return code
@@ -154,10 +164,12 @@ class Supervisor:
                 log.error("engine not ready in time", seconds=round(waited), last=result.detail)
                 self.notifier.status(f"not ready after {waited:.0f}s: {result.detail}")
                 return EX_FAILURE
-            self.notifier.send(
-                f"STATUS=loading ({waited:.0f}s): {result.detail}",
-                f"EXTEND_TIMEOUT_USEC={int(extend * 1e6)}",
-            )
+            if time.monotonic() - last_note >= min(1.0, extend / 3):  # at most once a second
+                last_note = time.monotonic()
+                self.notifier.send(
+                    f"STATUS=loading ({waited:.0f}s): {result.detail}",
+                    f"EXTEND_TIMEOUT_USEC={int(extend * 1e6)}",
+                )
             await self._wait(readiness.interval)
         if (problem := await self._placement(result.cpu_fallback)) is not None:
             log.error("engine not on its GPUs", problem=problem)
