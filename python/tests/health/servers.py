@@ -22,7 +22,7 @@ async def http_server(app: web.Application, port: int = 0) -> AsyncIterator[int]
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
     await site.start()
-    server = site._server  # noqa: SLF001 - the bound port of a port-0 site
+    server = site._server
     assert isinstance(server, asyncio.base_events.Server)
     try:
         yield int(server.sockets[0].getsockname()[1])
@@ -33,13 +33,13 @@ async def http_server(app: web.Application, port: int = 0) -> AsyncIterator[int]
 def status_app() -> web.Application:
     """/ok 200 "ready", /fail 500, /hang accepts and never answers."""
 
-    async def ok(request: web.Request) -> web.Response:  # noqa: ARG001
+    async def ok(request: web.Request) -> web.Response:
         return web.Response(text="model ready")
 
-    async def fail(request: web.Request) -> web.Response:  # noqa: ARG001
+    async def fail(request: web.Request) -> web.Response:
         return web.Response(status=500, text="engine dead")
 
-    async def hang(request: web.Request) -> web.Response:  # noqa: ARG001
+    async def hang(request: web.Request) -> web.Response:
         await asyncio.sleep(3600)
         return web.Response(text="never")
 
@@ -55,7 +55,7 @@ async def silent_tcp_server() -> AsyncIterator[int]:
     """Accepts connections and never sends a byte."""
     held: list[asyncio.StreamWriter] = []
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:  # noqa: ARG001
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         held.append(writer)
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)

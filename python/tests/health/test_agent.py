@@ -18,8 +18,8 @@ from tests.health.receivers import Receiver
 from tests.health.servers import http_server, status_app
 
 
-async def wait_for(predicate: Callable[[], object], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate: Callable[[], object], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
@@ -170,9 +170,7 @@ async def test_a_hung_check_does_not_delay_another(tmp_path: Path) -> None:
     assert fast_runs >= 8  # ~15 slots in 1.5 s; a busy CI box may skip some
 
 
-async def test_status_and_metrics_endpoints(
-    tmp_path: Path, aiohttp_client: AiohttpClient
-) -> None:
+async def test_status_and_metrics_endpoints(tmp_path: Path, aiohttp_client: AiohttpClient) -> None:
     async with http_server(status_app()) as port:
         checks = {
             "ok": {

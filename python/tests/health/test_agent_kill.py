@@ -19,8 +19,8 @@ from tests.health.servers import free_port, http_server
 CHECKS = 5
 
 
-async def wait_for(predicate: Callable[[], object], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate: Callable[[], object], within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")

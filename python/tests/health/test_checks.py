@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,9 @@ SLACK = 0.5  # the deadline may be overrun by scheduling noise on a busy 2-core 
 
 
 @pytest.fixture
-async def ctx() -> CheckContext:
+async def ctx() -> AsyncIterator[CheckContext]:
     context = CheckContext.create()
-    yield context  # type: ignore[misc]
+    yield context
     await context.close()
 
 
@@ -104,12 +105,12 @@ async def test_command_check_and_hung_command_group_is_killed(
     ctx: CheckContext, tmp_path: Path
 ) -> None:
     marker = tmp_path / "child-alive"
-    hang = write_script(
-        tmp_path / "hang.sh", f"(sleep 2; touch {marker}) &\nsleep 30\n"
-    )
+    hang = write_script(tmp_path / "hang.sh", f"(sleep 2; touch {marker}) &\nsleep 30\n")
     passing = CheckConfig(type="command", command=["true"], timeout=1, connect_timeout=1)
     failing = CheckConfig(
-        type="command", command=["sh", "-c", "echo queue stuck; exit 3"], timeout=1,
+        type="command",
+        command=["sh", "-c", "echo queue stuck; exit 3"],
+        timeout=1,
         connect_timeout=1,
     )
     hung = CheckConfig(type="command", command=[str(hang)], timeout=0.5, connect_timeout=0.5)
@@ -166,7 +167,7 @@ def test_gpu_judge_counts_up_devices_per_vendor() -> None:
 async def test_gpu_check_scrapes_a_real_exporter_endpoint(ctx: CheckContext) -> None:
     body = {"text": METRICS.format(second=0)}
 
-    async def metrics(request: web.Request) -> web.Response:  # noqa: ARG001
+    async def metrics(request: web.Request) -> web.Response:
         return web.Response(text=body["text"], content_type="text/plain")
 
     app = web.Application()

@@ -18,8 +18,8 @@ from hydra_fleet.core.config import Secret
 from hydra_fleet.health.alerts.outbox import Outbox, make_sinks
 from hydra_fleet.health.clock import SystemClock
 from hydra_fleet.health.config import (
-    Alerts,
     AlertmanagerSink,
+    Alerts,
     NtfySink,
     RedisSink,
     Sinks,
@@ -30,8 +30,8 @@ from tests.health.receivers import Receiver, parse_time
 from tests.health.servers import free_port, http_server
 
 
-async def wait_for(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate: object, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
     while not predicate():  # type: ignore[operator]
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
@@ -145,8 +145,21 @@ def redis_server(tmp_path: Path) -> Iterator[int]:
         pytest.skip("redis-server is not installed")
     port = free_port()
     proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
-         "--save", "", "--appendonly", "no", "--requirepass", "pw"],
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(tmp_path),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            "pw",
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -181,12 +194,12 @@ async def test_redis_stream_sink_xadds_each_alert(tmp_path: Path) -> None:
         async with outbox(tmp_path, sinks) as box:
             await box.fire(LABELS, NOTES)
             await box.resolve(LABELS, NOTES)
-            client = aioredis.Redis(host="127.0.0.1", port=port, password="pw")
+            client = aioredis.Redis(host="127.0.0.1", port=port, password=password.read_text())
             try:
-                entries: list[object] = []
+                entries: list[tuple[bytes, dict[bytes, bytes]]] = []
 
                 async def poll() -> None:
-                    entries[:] = await client.xrange("hydra:alerts")
+                    entries[:] = await client.xrange("hydra:alerts")  # type: ignore[assignment]
 
                 deadline = time.monotonic() + 10
                 while len(entries) < 2 and time.monotonic() < deadline:
@@ -194,11 +207,11 @@ async def test_redis_stream_sink_xadds_each_alert(tmp_path: Path) -> None:
                     await asyncio.sleep(0.05)
             finally:
                 await client.aclose()
-    statuses = [fields[b"status"] for _, fields in entries]  # type: ignore[misc]
+    statuses = [fields[b"status"] for _, fields in entries]
     assert statuses == [b"firing", b"resolved"]
     import json  # noqa: PLC0415
 
-    payload = json.loads(entries[0][1][b"payload"])  # type: ignore[index]
+    payload = json.loads(entries[0][1][b"payload"])
     assert payload["labels"] == LABELS
 
 

@@ -36,7 +36,7 @@ def make(
             BUDGET,
             systemctl=str(systemctl),
             escalate=escalate,
-            rng=random.Random(1),
+            rng=random.Random(1),  # noqa: S311 - test jitter
         ),
         store,
     )
@@ -101,7 +101,7 @@ async def test_rolling_window_frees_budget_one_attempt_at_a_time(
 
 
 async def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
-    rng = random.Random(7)
+    rng = random.Random(7)  # noqa: S311 - test jitter
     for attempt, full in [(1, 30), (2, 60), (3, 120), (6, 900), (10, 900)]:
         for _ in range(20):
             delay = backoff_delay(30, 900, attempt, rng)
