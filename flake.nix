@@ -21,6 +21,7 @@
 
       nixosModules = {
         default = ./modules;
+        health-agent = ./modules/health-agent.nix;
       };
 
       packages = forAllSystems (pkgs: {

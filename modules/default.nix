@@ -2,5 +2,6 @@
 {
   imports = [
     ./gpus.nix
+    ./health-agent.nix
   ];
 }
