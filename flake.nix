@@ -32,6 +32,7 @@
         default = ./modules;
         gpu-exporter = ./modules/gpu-exporter.nix;
         inference = ./modules/inference.nix;
+        health-agent = ./modules/health-agent.nix;
       };
 
       nixosConfigurations = lib.genAttrs hosts (

@@ -4,6 +4,7 @@
     ./fleet.nix
     ./gpu-exporter.nix
     ./gpus.nix
+    ./health-agent.nix
     ./inference.nix
     ./nvidia.nix
     ./rocm.nix

@@ -85,17 +85,29 @@ class Deployer:
         return argv
 
     def run(
-        self, argv: list[str], *, privileged: bool = False, capture: bool = False
+        self,
+        argv: list[str],
+        *,
+        privileged: bool = False,
+        capture: bool = False,
+        local: bool = False,
     ) -> tuple[int, str]:
-        full = self._wrap(argv, privileged)
+        full = argv if local else self._wrap(argv, privileged)
         log.info("run", argv=shlex.join(full))
         proc = subprocess.run(
             full, stdout=subprocess.PIPE if capture else None, text=True, check=False
         )
         return proc.returncode, proc.stdout or ""
 
-    def must(self, argv: list[str], *, privileged: bool = False, capture: bool = False) -> str:
-        code, out = self.run(argv, privileged=privileged, capture=capture)
+    def must(
+        self,
+        argv: list[str],
+        *,
+        privileged: bool = False,
+        capture: bool = False,
+        local: bool = False,
+    ) -> str:
+        code, out = self.run(argv, privileged=privileged, capture=capture, local=local)
         if code != 0:
             raise DeployError(f"{shlex.join(argv)} exited {code}")
         return out
@@ -119,7 +131,9 @@ class Deployer:
             raise DeployError("nix build printed no store path")
         path = lines[-1]
         if self.target_host:
-            self.must([self.tools.nix, "copy", "--to", f"ssh://{self.target_host}", path])
+            self.must(
+                [self.tools.nix, "copy", "--to", f"ssh://{self.target_host}", path], local=True
+            )
         return path
 
     def current_system(self) -> str:

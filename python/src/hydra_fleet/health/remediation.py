@@ -70,6 +70,8 @@ class Remediator:
         next_allowed, escalated_at = await self.store.call(Store.service_state, service)
         if escalated_at is not None:
             return "exhausted"
+        if now < next_allowed:  # the last attempt still gets its chance, even the last one
+            return "backoff"
         if len(attempts) >= self.budget.max_per_hour:
             await self.store.call(Store.set_escalated, service, now)
             log.error(
@@ -82,8 +84,6 @@ class Remediator:
             self.on_action(service, "escalate", "escalated")
             await self.escalate(name, service, True)
             return "escalated"
-        if now < next_allowed:
-            return "backoff"
         remediate = check.remediate
         if remediate.action == "restart":
             argv = [self.systemctl, "restart", service]

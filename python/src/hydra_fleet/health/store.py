@@ -208,9 +208,12 @@ class Store:
             if cur.rowcount == 0:
                 return None
             alert_id = cur.lastrowid
+            # a new alert joins the back of a held queue, keeping the sink's order
             db.executemany(
-                "INSERT INTO deliveries(alert_id, sink) VALUES (?, ?)",
-                [(alert_id, sink) for sink in sinks],
+                "INSERT INTO deliveries(alert_id, sink, next_try) VALUES (?, ?, COALESCE("
+                "(SELECT MAX(next_try) FROM deliveries WHERE sink = ? AND delivered_at IS NULL),"
+                " 0))",
+                [(alert_id, sink, sink) for sink in sinks],
             )
             return alert_id
 
@@ -242,13 +245,22 @@ class Store:
         )
 
     def mark_failed(self, alert_id: int, sink: str, next_try: float, error: str) -> None:
-        self._tx(
-            lambda db: db.execute(
-                "UPDATE deliveries SET attempts = attempts + 1, next_try = ?, last_error = ? "
+        """Count the failure on this row, and hold the sink's whole queue until `next_try`
+        (so a sink that comes back receives its alerts in the order they were raised)."""
+
+        def run(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = ? "
                 "WHERE alert_id = ? AND sink = ?",
-                (next_try, error[:500], alert_id, sink),
+                (error[:500], alert_id, sink),
             )
-        )
+            db.execute(
+                "UPDATE deliveries SET next_try = MAX(next_try, ?) "
+                "WHERE sink = ? AND delivered_at IS NULL",
+                (next_try, sink),
+            )
+
+        self._tx(run)
 
     def retry_now(self) -> int:
         return self._tx(

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 async def probe(check: CheckConfig, ctx: CheckContext) -> tuple[bool, str]:
     assert check.unit is not None
-    _, output = await run_argv([ctx.systemctl, "is-active", check.unit], check.timeout)
+    code, output = await run_argv([ctx.systemctl, "is-active", check.unit], check.timeout)
+    if code == 127:
+        return False, output
     state = output.strip().splitlines()[-1] if output.strip() else "unknown"
     return state == "active", f"{check.unit} is {state}"
