@@ -38,7 +38,11 @@
 
   services.hydra-health = {
     enable = true;
+    listenAddress = "0.0.0.0";
     openFirewall = true;
+    # Alerts go to the Redis on hydra-storage, where the operator's n8n reads the stream. If
+    # that Redis needs a password, set alerts.redis.passwordFile = "/run/secrets/...".
+    alerts.redis.url = "redis://hydra-storage:6379/0";
   };
 
   boot.loader.systemd-boot.enable = lib.mkDefault true;

@@ -1,6 +1,6 @@
 # hydra-ai: RTX 5090 + RTX 4090. TabbyAPI (ExLlamaV2) serves one 70B model at 3.5 bpw split
 # across both cards; only ExLlama splits a model across unequal cards.
-{ ... }:
+{ pkgs, ... }:
 
 {
   imports = [
@@ -34,6 +34,15 @@
     enable = true;
     instances.tabbyapi = {
       engine = "tabbyapi";
+      # nixpkgs has no TabbyAPI: it runs from its own checkout and virtualenv (ExLlamaV2 ships
+      # CUDA wheels matched to its PyTorch), installed by the operator in /var/lib/tabbyapi.
+      package = pkgs.writeShellApplication {
+        name = "tabbyapi";
+        text = ''
+          cd /var/lib/tabbyapi
+          exec /var/lib/tabbyapi/venv/bin/python main.py "$@"
+        '';
+      };
       gpus = [
         0
         1
@@ -47,7 +56,7 @@
       contextLength = 16384;
       apiKeyFile = "/run/secrets/tabbyapi-api-key";
       # Facts about the model, so the launcher's VRAM plan needs no model files to compute.
-      settings.modelInfo = {
+      modelInfo = {
         parameters = 70.6e9;
         layers = 80;
         kvHeads = 8;

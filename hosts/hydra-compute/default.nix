@@ -1,6 +1,6 @@
 # hydra-compute: 2× RTX 5070 Ti. Ollama on both cards; ComfyUI for images. VRAM is
 # first-come-first-served, so ComfyUI starts only after Ollama is ready.
-{ ... }:
+{ pkgs, ... }:
 
 {
   imports = [
@@ -35,6 +35,7 @@
     # LAN clients talk to both directly (no gateway on this host).
     instances.ollama = {
       engine = "ollama";
+      package = pkgs.ollama-cuda;
       gpus = [
         0
         1
@@ -46,7 +47,7 @@
       # About 6 GiB per card with this context: the rest of card 1 is ComfyUI's.
       model = "qwen2.5:14b";
       contextLength = 16384;
-      settings.modelInfo = {
+      modelInfo = {
         parameters = 14.8e9;
         layers = 48;
         kvHeads = 8;
@@ -63,8 +64,8 @@
       openFirewall = true;
       startAfter = [ "ollama" ];
       # Installed by the operator in its own virtualenv (ComfyUI and its custom nodes pin their
-      # own PyTorch); the launcher pins it to card 1 and probes the port.
-      settings.command = [
+      # own PyTorch); the launcher pins it to card 1 and waits until it answers.
+      command = [
         "/var/lib/comfyui/venv/bin/python"
         "/var/lib/comfyui/ComfyUI/main.py"
         "--listen"
@@ -72,6 +73,7 @@
         "--port"
         "8188"
       ];
+      probePath = "/system_stats";
     };
   };
 }

@@ -35,6 +35,10 @@ let
     ];
   };
 
+  # ROCm builds; nixpkgs' default GPU target list includes gfx906 and gfx1102 (and is cached).
+  # Building for these two cards only: .override { rocmGpuTargets = config.hydra.rocm.gpuTargets; }.
+  llamaCppRocm = pkgs.llama-cpp.override { rocmSupport = true; };
+
   statusPage = pkgs.writeTextDir "index.html" ''
     <!doctype html>
     <html lang="en">
@@ -83,12 +87,13 @@ in
     enable = true;
     instances.ollama = {
       engine = "ollama";
+      package = pkgs.ollama-rocm;
       gpus = [ 0 ];
       port = 11434;
       # Shares the MI50 with llama-mi50: together about 20 GiB of its 32.
       model = "llama3.1:8b";
       contextLength = 8192;
-      settings.modelInfo = {
+      modelInfo = {
         parameters = 8.03e9;
         layers = 32;
         kvHeads = 8;
@@ -98,11 +103,12 @@ in
     };
     instances.llama-mi50 = {
       engine = "llama-cpp";
+      package = llamaCppRocm;
       gpus = [ 0 ];
       port = 8090;
       model = "/var/lib/hydra/models/Qwen2.5-14B-Instruct-Q4_K_M.gguf";
       contextLength = 32768;
-      settings.modelInfo = {
+      modelInfo = {
         parameters = 14.8e9;
         layers = 48;
         kvHeads = 8;
@@ -112,11 +118,12 @@ in
     };
     instances.llama-w7500 = {
       engine = "llama-cpp";
+      package = llamaCppRocm;
       gpus = [ 1 ];
       port = 8091;
       model = "/var/lib/hydra/models/Qwen2.5-7B-Instruct-Q4_K_M.gguf";
       contextLength = 8192;
-      settings.modelInfo = {
+      modelInfo = {
         parameters = 7.62e9;
         layers = 28;
         kvHeads = 4;
@@ -127,6 +134,7 @@ in
     # LiteLLM: the one LAN entry point, OpenAI API, routes to every instance above.
     gateway = {
       enable = true;
+      host = "0.0.0.0";
       port = 4000;
       masterKeyFile = "/run/secrets/litellm-master-key";
       openFirewall = true;

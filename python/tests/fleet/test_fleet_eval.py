@@ -235,6 +235,33 @@ def test_firewall_opens_exactly_the_intended_ports(report: dict[str, Any], name:
     assert all(not ports.get("allowedTCPPorts") for ports in firewall["interfaces"].values())
 
 
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_every_opened_port_has_a_service_listening_beyond_loopback(
+    report: dict[str, Any], name: str
+) -> None:
+    result = host(report, name)
+    listeners: dict[int, str] = {}
+    for configs in result["execConfigs"].values():
+        for config in configs:
+            value = config["value"]
+            if isinstance(value, dict) and isinstance(value.get("port"), int):
+                listeners[value["port"]] = value.get("listenAddress") or value.get("host", "")
+    prometheus = result["services"].get("prometheus")
+    if prometheus:
+        flag = re.search(
+            r"--web.listen-address=(\S+):(\d+)", prometheus["serviceConfig"]["ExecStart"]
+        )
+        assert flag is not None
+        listeners[int(flag.group(2))] = flag.group(1)
+    # sshd and nginx listen on every address by default.
+    for port in set(result["firewall"]["allowedTCPPorts"]) - {22, 8080}:
+        assert port in listeners, f"{name}: port {port} is open but nothing hydra listens on it"
+        assert listeners[port] not in LOOPBACK, f"{name}: port {port} open, service on loopback"
+
+
 @pytest.mark.parametrize("name", sorted(HOSTS))
 def test_unfree_is_scoped_to_the_nvidia_driver_and_cuda(report: dict[str, Any], name: str) -> None:
     allowed = host(report, name)["unfreeAllowed"]
@@ -392,7 +419,7 @@ PROBE_FLAKE = """
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
   outputs = { self, nixpkgs }:
     let
-      modules = /. + MODULES;
+      repo = /. + REPO;
       base = {
         networking.hostName = "probe";
         system.stateVersion = "26.05";
@@ -405,7 +432,12 @@ PROBE_FLAKE = """
       rtx3090 = card "nvidia" "RTX 3090" 24 "sm_86";
       mi50 = card "amd" "MI50" 32 "gfx906";
       mk = extra: nixpkgs.lib.nixosSystem {
-        modules = [ (modules + "/default.nix") base extra ];
+        modules = [
+          (repo + "/modules")
+          { nixpkgs.overlays = [ (import (repo + "/overlays")) ]; }
+          base
+          extra
+        ];
       };
     in {
       nixosConfigurations = {
@@ -435,9 +467,10 @@ PROBE_FLAKE = """
 @pytest.fixture(scope="module")
 def probes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     flake = tmp_path_factory.mktemp("probe-flake")
-    modules = json.dumps(str(REPO / "modules"))
-    (flake / "flake.nix").write_text(PROBE_FLAKE.replace("MODULES", modules))
+    (flake / "flake.nix").write_text(PROBE_FLAKE.replace("REPO", json.dumps(str(REPO))))
     data = run_tool(flake, flake.parent / "probe-report.json")
+    broken = [name for name, entry in data["hosts"].items() if "result" not in entry]
+    assert not broken, f"probe hosts did not evaluate: {broken}\n{data['_output']}"
     return {name: entry["result"] for name, entry in data["hosts"].items()}
 
 
@@ -485,8 +518,11 @@ def expected_pinning(report: dict[str, Any], name: str, instance: str) -> dict[s
     if HOSTS[name].vendor == "nvidia":
         ids = [gpu.get("uuid") or str(gpu["index"]) for gpu in gpus]
         return {"CUDA_VISIBLE_DEVICES": ",".join(ids)}
-    indices = ",".join(str(gpu["index"]) for gpu in gpus)
-    return {"HIP_VISIBLE_DEVICES": indices, "ROCR_VISIBLE_DEVICES": indices}
+    # ROCR picks the physical cards; HIP then numbers the visible ones from 0.
+    return {
+        "ROCR_VISIBLE_DEVICES": ",".join(str(gpu["index"]) for gpu in gpus),
+        "HIP_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(gpus))),
+    }
 
 
 @pytest.mark.parametrize(("name", "instance"), ALL_INSTANCES)
