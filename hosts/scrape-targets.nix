@@ -17,10 +17,12 @@ let
           host = cfg.networking.hostName;
         };
       };
+      exporter = cfg.services.hydra-gpu-exporter;
+      agent = cfg.services.hydra-health;
     in
-    lib.optional cfg.services.hydra-gpu-exporter.enable (
-      target "hydra-gpu-exporter" cfg.services.hydra-gpu-exporter.port
-    )
-    ++ lib.optional cfg.services.hydra-health.enable (target "hydra-health" cfg.services.hydra-health.port);
+    lib.concatLists [
+      (lib.optional exporter.enable (target "hydra-gpu-exporter" exporter.port))
+      (lib.optional agent.enable (target "hydra-health" agent.port))
+    ];
 in
 lib.concatMap targetsOf (builtins.attrValues nixosConfigurations)

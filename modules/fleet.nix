@@ -1,6 +1,10 @@
 # How the rest of the fleet reaches this host: the address written into the scrape-target
 # file for hydra-storage's Prometheus and into l's Prometheus.
-{ config, lib, ... }:
+{
+  config,
+  lib,
+  ...
+}:
 
 {
   options.hydra.fleet.address = lib.mkOption {

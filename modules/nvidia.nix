@@ -1,7 +1,11 @@
 # NVIDIA driver profile, enabled when hydra.gpus lists an NVIDIA card: the open kernel module
 # (Blackwell requires it), headless driver setup, the persistence daemon, and exactly the
 # unfree package names the driver and the hosts' CUDA engines need.
-{ config, lib, ... }:
+{
+  config,
+  lib,
+  ...
+}:
 
 let
   nvidiaGpus = builtins.filter (gpu: gpu.vendor == "nvidia") config.hydra.gpus;
@@ -17,7 +21,8 @@ let
   badArch = builtins.filter (gpu: smOf gpu == null) nvidiaGpus;
   # sm_100 and newer is Blackwell: open kernel module only, driver 570 or newer.
   blackwell = builtins.filter (gpu: smOf gpu != null && smOf gpu >= 100) nvidiaGpus;
-  describe = gpus: lib.concatMapStringsSep ", " (gpu: "${gpu.model} (index ${toString gpu.index})") gpus;
+  describeGpu = gpu: "${gpu.model} (index ${toString gpu.index})";
+  describe = gpus: lib.concatMapStringsSep ", " describeGpu gpus;
 in
 {
   imports = [
@@ -65,12 +70,12 @@ in
       nvidiaPersistenced = lib.mkDefault true;
     };
 
-    hydra.unfree.allowedPackages = [
-      "nvidia-x11"
-    ]
-    ++ lib.optional nv.nvidiaSettings "nvidia-settings"
-    ++ lib.optional nv.nvidiaPersistenced "nvidia-persistenced"
-    ++ config.hydra.nvidia.cudaPackageNames;
+    hydra.unfree.allowedPackages = lib.concatLists [
+      [ "nvidia-x11" ]
+      (lib.optional nv.nvidiaSettings "nvidia-settings")
+      (lib.optional nv.nvidiaPersistenced "nvidia-persistenced")
+      config.hydra.nvidia.cudaPackageNames
+    ];
 
     assertions = [
       {

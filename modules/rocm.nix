@@ -5,12 +5,20 @@
 # No HSA_OVERRIDE_GFX_VERSION here: it would apply to every card, and with cards of two
 # generations (gfx906 + gfx1102) it is wrong for at least one. Each engine is pinned to one card
 # with HIP_VISIBLE_DEVICES/ROCR_VISIBLE_DEVICES instead (the launcher does this from `gpus`).
-{ config, lib, ... }:
+{
+  config,
+  lib,
+  ...
+}:
 
 let
   amdGpus = builtins.filter (gpu: gpu.vendor == "amd") config.hydra.gpus;
   badArch = builtins.filter (gpu: builtins.match "gfx[0-9a-f]+" gpu.arch == null) amdGpus;
-  setsOverride = vars: vars ? HSA_OVERRIDE_GFX_VERSION;
+  describeGpu = gpu: "${gpu.model} (index ${toString gpu.index})";
+  describe = gpus: lib.concatMapStringsSep ", " describeGpu gpus;
+  globalOverride =
+    config.environment.variables ? HSA_OVERRIDE_GFX_VERSION
+    || config.environment.sessionVariables ? HSA_OVERRIDE_GFX_VERSION;
 in
 {
   imports = [ ./gpus.nix ];
@@ -53,12 +61,10 @@ in
     assertions = [
       {
         assertion = badArch == [ ];
-        message = "hydra.gpus: AMD arch must be the gfx target (e.g. \"gfx906\"), got it wrong for ${
-          lib.concatMapStringsSep ", " (gpu: "${gpu.model} (index ${toString gpu.index})") badArch
-        }.";
+        message = "hydra.gpus: AMD arch must be the gfx target (e.g. \"gfx906\"), got it wrong for ${describe badArch}.";
       }
       {
-        assertion = !(setsOverride config.environment.variables || setsOverride config.environment.sessionVariables);
+        assertion = !globalOverride;
         message = "HSA_OVERRIDE_GFX_VERSION is set globally (environment.variables or environment.sessionVariables): it applies to every AMD card and breaks the one it does not match. Remove it; set it per engine in services.hydra-inference.instances.<name>.environment only if a card is not a native ROCm target.";
       }
     ];

@@ -2,7 +2,11 @@
 # hydra.unfree.allowedPackages, and this module turns the merged list into the one
 # nixpkgs.config.allowUnfreePredicate. (nixpkgs.config keeps only one definition of a
 # function-valued key, so a predicate written in two modules silently drops one of them.)
-{ config, lib, ... }:
+{
+  config,
+  lib,
+  ...
+}:
 
 let
   cfg = config.hydra.unfree;
@@ -24,7 +28,8 @@ in
 
   config = lib.mkMerge [
     (lib.mkIf (cfg.allowedPackages != [ ]) {
-      nixpkgs.config.allowUnfreePredicate = pkg: builtins.elem (lib.getName pkg) cfg.allowedPackages;
+      nixpkgs.config.allowUnfreePredicate =
+        pkg: builtins.elem (lib.getName pkg) cfg.allowedPackages;
     })
     {
       assertions = [

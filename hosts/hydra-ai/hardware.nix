@@ -1,6 +1,10 @@
 # hydra-ai hardware. The file-system entries below are placeholders: replace the marked block
 # with what `nixos-generate-config --show-hardware-config` prints on this machine.
-{ config, lib, ... }:
+{
+  config,
+  lib,
+  ...
+}:
 
 {
   nixpkgs.hostPlatform = "x86_64-linux";

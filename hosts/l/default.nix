@@ -39,6 +39,8 @@ let
   # Building for these two cards only: .override { rocmGpuTargets = config.hydra.rocm.gpuTargets; }.
   llamaCppRocm = pkgs.llama-cpp.override { rocmSupport = true; };
 
+  agent = "127.0.0.1:${toString config.services.hydra-health.port}";
+
   statusPage = pkgs.writeTextDir "index.html" ''
     <!doctype html>
     <html lang="en">
@@ -212,7 +214,7 @@ in
         }
       ];
       root = statusPage;
-      locations."/health".proxyPass = "http://127.0.0.1:${toString config.services.hydra-health.port}/status";
+      locations."/health".proxyPass = "http://${agent}/status";
     };
   };
 

@@ -1,7 +1,11 @@
 # l hardware: Threadripper PRO 3945WX (Zen 2), AMD MI50 + Radeon Pro W7500. The file-system
 # entries below are placeholders: replace the marked block with what
 # `nixos-generate-config --show-hardware-config` prints on this machine.
-{ config, lib, ... }:
+{
+  config,
+  lib,
+  ...
+}:
 
 {
   nixpkgs.hostPlatform = "x86_64-linux";
