@@ -65,7 +65,7 @@ in
       }
       {
         assertion = !globalOverride;
-        message = "HSA_OVERRIDE_GFX_VERSION is set globally (environment.variables or environment.sessionVariables): it applies to every AMD card and breaks the one it does not match. Remove it; set it per engine in services.hydra-inference.instances.<name>.environment only if a card is not a native ROCm target.";
+        message = "HSA_OVERRIDE_GFX_VERSION is set globally (environment.variables or environment.sessionVariables): it applies to every AMD card and breaks the one it does not match. Remove it; set it for one engine with services.hydra-inference.instances.<name>.hsaOverrideGfxVersion, and only if its card is not a native ROCm target.";
       }
     ];
   };

@@ -453,6 +453,25 @@ PROBE_FLAKE = """
         });
         ampere-closed = mk { hydra.gpus = [ rtx3090 ]; hardware.nvidia.open = false; };
         merged = mk { hydra.gpus = [ rtx5090 ]; hydra.unfree.allowedPackages = [ "steam" ]; };
+        user-service = mk {
+          hydra.gpus = [ mi50 ];
+          users.users.alice = {
+            isNormalUser = true;
+            extraGroups = [ "render" "video" ];
+          };
+          users.users.bob.isNormalUser = true;
+          services.hydra-inference = {
+            enable = true;
+            instances.notebook = {
+              engine = "llama-cpp";
+              gpus = [ 0 ];
+              model = "/home/alice/models/small.gguf";
+              contextLength = 4096;
+              user = "alice";
+              userService = true;
+            };
+          };
+        };
         described-only = mk {
           hydra.gpus = [ rtx5090 mi50 ];
           hydra.nvidia.enable = false;
@@ -502,6 +521,14 @@ def test_unfree_names_from_every_module_make_one_predicate(
     assert allowed["steam"] is True  # from the host
     assert allowed["nvidia-x11"] is True  # from the NVIDIA profile
     assert allowed["hello"] is False
+
+
+def test_only_the_user_with_a_user_service_lingers(probes: dict[str, dict[str, Any]]) -> None:
+    result = probes["user-service"]
+    assert result["failedAssertions"] == []
+    assert "hydra-inference-notebook" in result["userServices"]
+    assert "hydra-inference-notebook" not in result["services"]
+    assert result["lingerUsers"] == ["alice"]
 
 
 def test_described_cards_without_drivers_allow_nothing_unfree(
