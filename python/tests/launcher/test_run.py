@@ -22,7 +22,6 @@ from tests.launcher.conftest import RTX4090, instance
 from tests.launcher.fakes import FakeGpus, device
 
 STAND_IN = str(Path(__file__).with_name("stand_in.py"))
-REPO_PYTHON = str(Path(__file__).parents[2])
 LAUNCH = [
     sys.executable,
     "-c",
@@ -69,7 +68,7 @@ def launch(tmp_path: Path, notify: NotifySocket, **keys: Any) -> subprocess.Pope
     config.write_text(
         json.dumps({"name": "llm", "host": "127.0.0.1", "workDir": str(tmp_path / "w"), **keys})
     )
-    env = {**os.environ, "NOTIFY_SOCKET": notify.path, "PYTHONPATH": REPO_PYTHON}
+    env = {**os.environ, "NOTIFY_SOCKET": notify.path}
     return subprocess.Popen([*LAUNCH, "run", "--config", str(config)], env=env)
 
 
