@@ -194,3 +194,30 @@ async def test_status_and_metrics_endpoints(tmp_path: Path, aiohttp_client: Aioh
     assert 'hydra_health_check_state{check="ok",state="up"} 1.0' in metrics
     assert 'hydra_health_check_up{check="ok"} 1.0' in metrics
     assert healthz.status == 200
+
+
+async def test_alerts_of_removed_checks_are_resolved_at_start(tmp_path: Path) -> None:
+    from hydra_fleet.health.alerts.outbox import fingerprint  # noqa: PLC0415
+    from hydra_fleet.health.store import Store  # noqa: PLC0415
+
+    receiver = Receiver()
+    async with http_server(receiver.app()) as port:
+        sinks = {"sinks": {"webhook": {"url": f"http://127.0.0.1:{port}/hook"}}}
+        cfg = config(tmp_path, {"alerts": sinks})
+        store = Store(cfg.state_dir / "health.sqlite3")
+        gone = {"alertname": "HydraCheckDown", "check": "gone"}
+        store.enqueue(
+            dedup_key="old",
+            fingerprint=fingerprint(gone),
+            status="firing",
+            labels=gone,
+            annotations={},
+            starts_at=1.0,
+            ends_at=None,
+            now=1.0,
+            sinks=["webhook"],
+        )
+        store.close()
+        async with running(cfg):
+            await wait_for(lambda: len(receiver.webhook) == 2)
+    assert [a["status"] for a in receiver.webhook] == ["firing", "resolved"]
