@@ -167,7 +167,7 @@ async def test_a_hung_check_does_not_delay_another(tmp_path: Path) -> None:
             fast_runs = agent.states["fast"].runs
             hang_runs = agent.states["hang"].runs
     assert hang_runs == 0  # still waiting on its first answer
-    assert fast_runs >= 8  # ~15 slots in 1.5 s; a busy CI box may skip some
+    assert fast_runs >= 5  # ~15 slots in 1.5 s; a busy CI box may skip some
 
 
 async def test_status_and_metrics_endpoints(tmp_path: Path, aiohttp_client: AiohttpClient) -> None:
