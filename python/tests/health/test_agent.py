@@ -221,3 +221,47 @@ async def test_alerts_of_removed_checks_are_resolved_at_start(tmp_path: Path) ->
         async with running(cfg):
             await wait_for(lambda: len(receiver.webhook) == 2)
     assert [a["status"] for a in receiver.webhook] == ["firing", "resolved"]
+
+
+async def test_flapping_check_is_reported_and_no_longer_remediated(
+    tmp_path: Path, fake_systemctl: tuple[Path, Path, Path]
+) -> None:
+    script, _, log = fake_systemctl
+    toggle = tmp_path / "toggle"
+    flip = f"if [ -f {toggle} ]; then rm {toggle}; exit 1; else touch {toggle}; exit 0; fi"
+    receiver = Receiver()
+    async with http_server(receiver.app()) as port:
+        cfg = config(
+            tmp_path,
+            {
+                "systemctl": str(script),
+                "checks": {
+                    "flaky": {
+                        "type": "command",
+                        "command": ["sh", "-c", flip],
+                        "unit": "flaky.service",
+                        "interval": 0.05,
+                        "timeout": 0.05,
+                        "connectTimeout": 0.05,
+                        "failureThreshold": 1,
+                        "successThreshold": 1,
+                        "remediate": {"action": "restart"},
+                    }
+                },
+                # without flap detection every failure would be restarted
+                "budget": {"maxPerHour": 100, "backoffBase": 0, "backoffMax": 0},
+                "alerts": {"sinks": {"webhook": {"url": f"http://127.0.0.1:{port}/hook"}}},
+            },
+        )
+        async with running(cfg) as agent:
+            await wait_for(lambda: agent.states["flaky"].effective == "flapping")
+            before = log.read_text().count("restart")
+            await wait_for(lambda: agent.states["flaky"].runs >= 40)
+            after = log.read_text().count("restart")
+            await wait_for(
+                lambda: any(
+                    a["labels"]["alertname"] == "HydraCheckFlapping" for a in receiver.webhook
+                )
+            )
+    assert before <= 6  # only the failures before the window filled up
+    assert after == before
