@@ -144,6 +144,19 @@ def test_target_host_runs_remote_steps_over_ssh(stand_ins: dict[str, Path]) -> N
     assert len(got) == 5
 
 
+def test_local_rollback_activates_in_its_own_unit(
+    stand_ins: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HYDRA_DEPLOY_UNIT")
+    monkeypatch.setattr("hydra_fleet.health.deploy.in_transient_unit", lambda: False)
+    assert main(["deploy", "rollback"]) == 0
+    got = [line.removeprefix("sudo ") for line in calls(stand_ins)]  # sudo when not root
+    assert got[0] == "nix-env -p /nix/var/nix/profiles/system --rollback"
+    activation = next(line for line in got if line.startswith("systemd-run"))
+    assert "--wait" in activation
+    assert activation.endswith("-- /nix/var/nix/profiles/system/bin/switch-to-configuration switch")
+
+
 def test_rollback_goes_back_one_generation(stand_ins: dict[str, Path]) -> None:
     assert main(["deploy", "rollback", "--target-host", "gpu1"]) == 0
     got = calls(stand_ins, "ssh ")

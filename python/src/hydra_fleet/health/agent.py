@@ -71,6 +71,10 @@ class Agent:
                 service = service_of(name, check)
                 remaining = await self.remediator.remaining(service)
                 self.metrics.budget_remaining.labels(service=service).set(remaining)
+        for alert in await self.store.call(Store.firing):
+            if alert.labels.get("check") not in self.states:
+                # its check was removed from the configuration: nothing will ever resolve it
+                await self.outbox.resolve(alert.labels, alert.annotations)
         self.outbox.start()
         self.scheduler = Scheduler(
             self.config.checks, self.ctx, self.clock, self.on_result, spread=spread

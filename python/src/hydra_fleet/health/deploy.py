@@ -144,8 +144,9 @@ class Deployer:
 
     def activate(self, system: str, action: str) -> int:
         argv = [f"{system}/bin/switch-to-configuration", action]
-        if self.target_host:
-            # The ssh session may die with the network; the activation must not.
+        if self.target_host or not in_transient_unit():
+            # The ssh session (or the unit we run in) may die with the switch; the
+            # activation must not: it gets a transient unit of its own, as nixos-rebuild does.
             argv = [
                 self.tools.systemd_run,
                 f"--unit=hydra-deploy-activate-{int(time.time())}",
@@ -254,6 +255,8 @@ def transient_argv(tools: Tools, args: Sequence[str]) -> list[str]:
         "--service-type=exec",
         f"--setenv={UNIT_ENV}={unit}",
         f"--setenv=PATH={os.environ.get('PATH', '/run/current-system/sw/bin')}",
+        # the interpreter alone may not know where hydra_fleet is (Nix wraps the script)
+        f"--setenv=PYTHONPATH={os.pathsep.join(p for p in sys.path if p)}",
     ]
     argv += [f"--setenv={k}={v}" for k, v in sorted(tools.env_vars().items())]
     argv += ["--", sys.executable, "-m", "hydra_fleet.health.cli", *args]
