@@ -35,8 +35,8 @@ let
     ];
   };
 
-  # ROCm builds; nixpkgs' default GPU target list includes gfx906 and gfx1102 (and is cached).
-  # Building for these two cards only: .override { rocmGpuTargets = config.hydra.rocm.gpuTargets; }.
+  # ROCm builds for every target nixpkgs lists (gfx906 and gfx1102 among them). Overriding the
+  # package's rocmGpuTargets from config.hydra.rocm.gpuTargets gives a smaller, local build.
   llamaCppRocm = pkgs.llama-cpp.override { rocmSupport = true; };
 
   agent = "127.0.0.1:${toString config.services.hydra-health.port}";
