@@ -103,6 +103,25 @@ let
         default = [ ];
         description = "Argv for a `command` check; exit status 0 passes.";
       };
+      method = lib.mkOption {
+        type = lib.types.enum [
+          "GET"
+          "HEAD"
+          "POST"
+        ];
+        default = "GET";
+        description = "HTTP method of an `http` check.";
+      };
+      jsonBody = lib.mkOption {
+        type = lib.types.nullOr jsonFormat.type;
+        default = null;
+        example = {
+          model = "llm";
+          prompt = "ping";
+          max_tokens = 1;
+        };
+        description = "JSON request body (with `method = \"POST\"`): an end-to-end probe such as a one-token completion.";
+      };
       expectStatus = lib.mkOption {
         type = lib.types.listOf lib.types.int;
         default = [ ];

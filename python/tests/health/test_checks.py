@@ -58,6 +58,19 @@ async def test_http_body_match_and_expected_status(ctx: CheckContext) -> None:
     assert wanted_500.ok
 
 
+async def test_http_post_completion_probe(ctx: CheckContext) -> None:
+    async with http_server(status_app()) as port:
+        url = f"http://127.0.0.1:{port}/v1/completions"
+        good = await run_check(
+            http(url, method="POST", json_body={"prompt": "x", "max_tokens": 1}, body_match="text"),
+            ctx,
+        )
+        bad = await run_check(http(url, method="POST", json_body={"prompt": "x"}), ctx)
+    assert good.ok
+    assert not bad.ok
+    assert bad.detail == "HTTP 400"
+
+
 async def test_http_hanging_after_accept_costs_at_most_the_deadline(ctx: CheckContext) -> None:
     async with http_server(status_app()) as port:
         started = time.monotonic()
