@@ -91,8 +91,10 @@ async def test_http_never_accepting_fails_at_connect_timeout(ctx: CheckContext) 
 
 
 async def test_http_refused_fails_fast(ctx: CheckContext) -> None:
-    result = await run_check(http(f"http://127.0.0.1:{free_port()}/"), ctx)
+    port = free_port()
+    result = await run_check(http(f"http://127.0.0.1:{port}/"), ctx)
     assert not result.ok
+    assert result.detail == f"cannot connect to 127.0.0.1:{port}: Connection refused"
     assert result.duration < 0.5
 
 
@@ -102,13 +104,15 @@ async def test_tcp_checks(ctx: CheckContext) -> None:
 
     async with silent_tcp_server() as port:
         silent = await run_check(tcp(port), ctx)
-    refused = await run_check(tcp(free_port()), ctx)
+    closed = free_port()
+    refused = await run_check(tcp(closed), ctx)
     with never_accepting() as port:
         started = time.monotonic()
         hung = await run_check(tcp(port), ctx)
         took = time.monotonic() - started
     assert silent.ok
     assert not refused.ok
+    assert refused.detail == f"cannot connect to 127.0.0.1:{closed}: Connection refused"
     assert not hung.ok
     assert "no connection within 0.5 s" in hung.detail
     assert took < 0.5 + SLACK
