@@ -4,8 +4,8 @@ the check's `timeout` (plus scheduling noise), whatever the peer does."""
 from __future__ import annotations
 
 import asyncio
-import os
 import dataclasses
+import os
 import time
 
 import aiohttp
