@@ -158,7 +158,7 @@ let
         description = "Consecutive passes before the check is up again.";
       };
       startupGrace = lib.mkOption {
-        type = lib.types.number;
+        type = lib.types.numbers.nonnegative;
         default = 0;
         description = "Seconds after start (and after each restart) in which failures do not count.";
       };
@@ -421,12 +421,12 @@ in
         description = "Remediations per service per rolling hour before the agent stops and escalates.";
       };
       backoffBase = lib.mkOption {
-        type = lib.types.number;
+        type = lib.types.numbers.nonnegative;
         default = 30;
         description = "Seconds before the second attempt; doubles per attempt, with jitter.";
       };
       backoffMax = lib.mkOption {
-        type = lib.types.number;
+        type = lib.types.numbers.nonnegative;
         default = 900;
         description = "Longest wait between attempts in seconds.";
       };
