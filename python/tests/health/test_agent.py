@@ -111,7 +111,7 @@ async def test_broken_unit_gets_three_restarts_then_exactly_one_escalation(
             await asyncio.sleep(1.0)  # ten more failing rounds: no more restarts, no more pages
             metrics = agent.metrics
     restarts = [line for line in log.read_text().splitlines() if line.startswith("restart")]
-    assert restarts == ["restart bad.service"] * 3
+    assert restarts == ["restart bad.service --no-block"] * 3
     names = [a["labels"]["alertname"] for a in receiver.webhook]
     assert names.count("HydraRemediationExhausted") == 1
     assert names.count("HydraCheckDown") == 1
