@@ -35,4 +35,3 @@ esac
 """,
     )
     return script, state, log
-
