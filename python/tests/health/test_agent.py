@@ -196,6 +196,22 @@ async def test_status_and_metrics_endpoints(tmp_path: Path, aiohttp_client: Aioh
     assert healthz.status == 200
 
 
+async def test_healthz_fails_when_no_check_has_run_for_too_long(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    from hydra_fleet.health.clock import FakeClock  # noqa: PLC0415
+
+    clock = FakeClock()
+    check = {"type": "tcp", "host": "127.0.0.1", "port": 9, "interval": 10, "timeout": 2}
+    agent = Agent(config(tmp_path, {"checks": {"c": check}}), clock=clock)
+    client = await aiohttp_client(make_app(agent))  # the scheduler is not started
+    assert (await client.get("/healthz")).status == 200
+    clock.advance(25)
+    response = await client.get("/healthz")
+    assert response.status == 503
+    assert await response.text() == "stalled: no check result for 25 s\n"
+
+
 async def test_alerts_of_removed_checks_are_resolved_at_start(tmp_path: Path) -> None:
     from hydra_fleet.health.alerts.outbox import fingerprint  # noqa: PLC0415
     from hydra_fleet.health.store import Store  # noqa: PLC0415
