@@ -19,7 +19,17 @@ let
   jsonFormat = pkgs.formats.json { };
 
   credentialsDir = "/run/credentials/hydra-health.service";
-  localHost = host: if lib.elem host [ "" "0.0.0.0" "::" "[::]" ] then "127.0.0.1" else host;
+  anyAddress = [
+    ""
+    "0.0.0.0"
+    "::"
+    "[::]"
+  ];
+  localHost = host: if lib.elem host anyAddress then "127.0.0.1" else host;
+  urlTypes = [
+    "http"
+    "gpu"
+  ];
 
   remediateType = lib.types.submodule {
     options = {
@@ -93,6 +103,25 @@ let
         default = [ ];
         description = "Argv for a `command` check; exit status 0 passes.";
       };
+      method = lib.mkOption {
+        type = lib.types.enum [
+          "GET"
+          "HEAD"
+          "POST"
+        ];
+        default = "GET";
+        description = "HTTP method of an `http` check.";
+      };
+      jsonBody = lib.mkOption {
+        type = lib.types.nullOr jsonFormat.type;
+        default = null;
+        example = {
+          model = "llm";
+          prompt = "ping";
+          max_tokens = 1;
+        };
+        description = "JSON request body (with `method = \"POST\"`): an end-to-end probe such as a one-token completion.";
+      };
       expectStatus = lib.mkOption {
         type = lib.types.listOf lib.types.int;
         default = [ ];
@@ -129,7 +158,7 @@ let
         description = "Consecutive passes before the check is up again.";
       };
       startupGrace = lib.mkOption {
-        type = lib.types.number;
+        type = lib.types.numbers.nonnegative;
         default = 0;
         description = "Seconds after start (and after each restart) in which failures do not count.";
       };
@@ -152,7 +181,8 @@ let
   inference = lib.attrByPath [ "services" "hydra-inference" ] { enable = false; } config;
   exporterOn = exporter.enable or false;
   inferenceOn = inference.enable or false;
-  exporterBase = "http://${localHost (exporter.listenAddress or "127.0.0.1")}:${toString (exporter.port or 9445)}";
+  exporterHost = localHost (exporter.listenAddress or "127.0.0.1");
+  exporterBase = "http://${exporterHost}:${toString (exporter.port or 9445)}";
 
   exporterChecks = lib.optionalAttrs exporterOn {
     gpu-exporter = {
@@ -237,17 +267,13 @@ let
     };
   allChecks = lib.mapAttrs (_: normalise) (autoChecks // cfg.checks);
 
-  restartUnits = lib.unique (
-    lib.concatLists (
-      lib.mapAttrsToList (
-        _: c:
-        let
-          r = c.remediate or null;
-        in
-        lib.optional (r != null && (r.action or "restart") == "restart") (r.unit or c.unit or null)
-      ) allChecks
-    )
-  );
+  restartUnitOf =
+    _: c:
+    let
+      r = c.remediate or null;
+    in
+    lib.optional (r != null && (r.action or "restart") == "restart") (r.unit or c.unit or null);
+  restartUnits = lib.unique (lib.concatLists (lib.mapAttrsToList restartUnitOf allChecks));
 
   sinks =
     lib.optionalAttrs (cfg.alerts.alertmanager.url != null) {
@@ -280,16 +306,13 @@ let
       };
     };
 
+  credential =
+    name: url: file:
+    lib.optional (url != null && file != null) "${name}:${file}";
   credentials =
-    lib.optional (
-      cfg.alerts.ntfy.url != null && cfg.alerts.ntfy.tokenFile != null
-    ) "ntfy-token:${cfg.alerts.ntfy.tokenFile}"
-    ++ lib.optional (
-      cfg.alerts.webhook.url != null && cfg.alerts.webhook.headersFile != null
-    ) "webhook-headers:${cfg.alerts.webhook.headersFile}"
-    ++ lib.optional (
-      cfg.alerts.redis.url != null && cfg.alerts.redis.passwordFile != null
-    ) "redis-password:${cfg.alerts.redis.passwordFile}";
+    credential "ntfy-token" cfg.alerts.ntfy.url cfg.alerts.ntfy.tokenFile
+    ++ credential "webhook-headers" cfg.alerts.webhook.url cfg.alerts.webhook.headersFile
+    ++ credential "redis-password" cfg.alerts.redis.url cfg.alerts.redis.passwordFile;
 
   # What the deploy gate reads from /etc: the checks, no secrets.
   gateSettings = {
@@ -330,7 +353,7 @@ let
   '';
 
   nullOrStr =
-    example: description:
+    { example, description }:
     lib.mkOption {
       type = lib.types.nullOr lib.types.str;
       default = null;
@@ -341,7 +364,7 @@ in
   imports = [ ./gpus.nix ];
 
   options.services.hydra-health = {
-    enable = lib.mkEnableOption "the hydra health agent (checks, budgeted remediation, durable alerts)";
+    enable = lib.mkEnableOption "the hydra health agent (checks, restarts, durable alerts)";
 
     package = lib.mkPackageOption pkgs "hydra-fleet" { };
 
@@ -398,12 +421,12 @@ in
         description = "Remediations per service per rolling hour before the agent stops and escalates.";
       };
       backoffBase = lib.mkOption {
-        type = lib.types.number;
+        type = lib.types.numbers.nonnegative;
         default = 30;
         description = "Seconds before the second attempt; doubles per attempt, with jitter.";
       };
       backoffMax = lib.mkOption {
-        type = lib.types.number;
+        type = lib.types.numbers.nonnegative;
         default = 900;
         description = "Longest wait between attempts in seconds.";
       };
@@ -411,7 +434,10 @@ in
 
     alerts = {
       alertmanager = {
-        url = nullOrStr "http://hydra-storage:9093" "Alertmanager base URL (alerts are POSTed to /api/v2/alerts).";
+        url = nullOrStr {
+          example = "http://hydra-storage:9093";
+          description = "Alertmanager base URL (alerts are POSTed to /api/v2/alerts).";
+        };
         resendInterval = lib.mkOption {
           type = lib.types.numbers.positive;
           default = 60;
@@ -419,26 +445,44 @@ in
         };
       };
       ntfy = {
-        url = nullOrStr "https://ntfy.sh" "ntfy server URL.";
+        url = nullOrStr {
+          example = "https://ntfy.sh";
+          description = "ntfy server URL.";
+        };
         topic = lib.mkOption {
           type = lib.types.str;
           default = "hydra";
           description = "ntfy topic.";
         };
-        tokenFile = nullOrStr "/run/secrets/ntfy-token" "File with the ntfy access token (passed with LoadCredential).";
+        tokenFile = nullOrStr {
+          example = "/run/secrets/ntfy-token";
+          description = "File with the ntfy access token (passed with LoadCredential).";
+        };
       };
       webhook = {
-        url = nullOrStr "http://127.0.0.1:5678/webhook/hydra" "URL receiving each alert as a JSON POST.";
-        headersFile = nullOrStr "/run/secrets/webhook-headers" "File of `Name: value` header lines sent with each POST (passed with LoadCredential).";
+        url = nullOrStr {
+          example = "http://127.0.0.1:5678/webhook/hydra";
+          description = "URL receiving each alert as a JSON POST.";
+        };
+        headersFile = nullOrStr {
+          example = "/run/secrets/webhook-headers";
+          description = "File of `Name: value` header lines sent with each POST (passed with LoadCredential).";
+        };
       };
       redis = {
-        url = nullOrStr "redis://127.0.0.1:6379/0" "Redis URL; each alert is XADDed to `stream`.";
+        url = nullOrStr {
+          example = "redis://127.0.0.1:6379/0";
+          description = "Redis URL; each alert is XADDed to `stream`.";
+        };
         stream = lib.mkOption {
           type = lib.types.str;
           default = "hydra:alerts";
           description = "Redis stream name.";
         };
-        passwordFile = nullOrStr "/run/secrets/redis-password" "File with the Redis password (passed with LoadCredential).";
+        passwordFile = nullOrStr {
+          example = "/run/secrets/redis-password";
+          description = "File with the Redis password (passed with LoadCredential).";
+        };
       };
     };
 
@@ -473,12 +517,15 @@ in
         message = "services.hydra-health.checks.${name}.dependsOn names a check that does not exist; known checks: ${lib.concatStringsSep ", " (lib.attrNames allChecks)}.";
       }) allChecks
       ++ lib.mapAttrsToList (name: c: {
-        assertion = !(lib.elem c.type [ "http" "gpu" ]) || c ? url;
+        assertion = !(lib.elem c.type urlTypes) || c ? url;
         message = "services.hydra-health.checks.${name}: a ${c.type} check needs `url`.";
       }) allChecks
       ++ lib.mapAttrsToList (name: c: {
         assertion =
-          !(c ? remediate) || (c.remediate.action or "restart") != "restart" || c.remediate ? unit || c ? unit;
+          !(c ? remediate)
+          || (c.remediate.action or "restart") != "restart"
+          || c.remediate ? unit
+          || c ? unit;
         message = "services.hydra-health.checks.${name}: remediation restarts a unit; set `unit` (or `remediate.unit`).";
       }) allChecks;
 
@@ -493,7 +540,8 @@ in
     environment.etc."polkit-1/rules.d/60-hydra-health.rules" = lib.mkIf (restartUnits != [ ]) {
       text = polkitRule;
     };
-    environment.etc."hydra-health/config.json".source = jsonFormat.generate "hydra-health-gate.json" gateSettings;
+    environment.etc."hydra-health/config.json".source =
+      jsonFormat.generate "hydra-health-gate.json" gateSettings;
     environment.systemPackages = [ cfg.package ];
 
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ cfg.port ];

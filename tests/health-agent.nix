@@ -102,7 +102,9 @@ pkgs.testers.runNixOSTest {
         "curl -sf http://127.0.0.1:9446/status | jq -e '.checks.demo.state == \"up\"'"
     )
     machine.succeed("test -s /etc/hydra-health/config.json")
-    machine.succeed("hydra-health check --config /etc/hydra-health/config.json --json | jq -e '.checks.demo.ok'")
+    # `check` exits 1 here (broken.service is down); its report still shows demo passing
+    machine.succeed("hydra-health check --config /etc/hydra-health/config.json --json > /tmp/c.json || true")
+    machine.succeed("jq -e '.checks.demo.ok and (.checks.broken.ok | not)' /tmp/c.json")
 
     agent_log = "journalctl -u hydra-health.service -o cat"
 

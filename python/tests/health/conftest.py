@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
@@ -36,6 +35,3 @@ esac
 """,
     )
     return script, state, log
-
-
-__all__ = ["os", "write_script"]

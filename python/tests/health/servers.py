@@ -43,7 +43,14 @@ def status_app() -> web.Application:
         await asyncio.sleep(3600)
         return web.Response(text="never")
 
+    async def complete(request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("max_tokens") != 1:
+            return web.json_response({"error": "expected max_tokens 1"}, status=400)
+        return web.json_response({"choices": [{"text": "hi"}]})
+
     app = web.Application()
+    app.router.add_post("/v1/completions", complete)
     app.router.add_get("/ok", ok)
     app.router.add_get("/fail", fail)
     app.router.add_get("/hang", hang)

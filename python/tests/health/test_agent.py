@@ -111,7 +111,7 @@ async def test_broken_unit_gets_three_restarts_then_exactly_one_escalation(
             await asyncio.sleep(1.0)  # ten more failing rounds: no more restarts, no more pages
             metrics = agent.metrics
     restarts = [line for line in log.read_text().splitlines() if line.startswith("restart")]
-    assert restarts == ["restart bad.service"] * 3
+    assert restarts == ["restart bad.service --no-block"] * 3
     names = [a["labels"]["alertname"] for a in receiver.webhook]
     assert names.count("HydraRemediationExhausted") == 1
     assert names.count("HydraCheckDown") == 1
@@ -194,6 +194,22 @@ async def test_status_and_metrics_endpoints(tmp_path: Path, aiohttp_client: Aioh
     assert 'hydra_health_check_state{check="ok",state="up"} 1.0' in metrics
     assert 'hydra_health_check_up{check="ok"} 1.0' in metrics
     assert healthz.status == 200
+
+
+async def test_healthz_fails_when_no_check_has_run_for_too_long(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    from hydra_fleet.health.clock import FakeClock  # noqa: PLC0415
+
+    clock = FakeClock()
+    check = {"type": "tcp", "host": "127.0.0.1", "port": 9, "interval": 10, "timeout": 2}
+    agent = Agent(config(tmp_path, {"checks": {"c": check}}), clock=clock)
+    client = await aiohttp_client(make_app(agent))  # the scheduler is not started
+    assert (await client.get("/healthz")).status == 200
+    clock.advance(25)
+    response = await client.get("/healthz")
+    assert response.status == 503
+    assert await response.text() == "stalled: no check result for 25 s\n"
 
 
 async def test_alerts_of_removed_checks_are_resolved_at_start(tmp_path: Path) -> None:

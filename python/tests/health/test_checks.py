@@ -58,6 +58,19 @@ async def test_http_body_match_and_expected_status(ctx: CheckContext) -> None:
     assert wanted_500.ok
 
 
+async def test_http_post_completion_probe(ctx: CheckContext) -> None:
+    async with http_server(status_app()) as port:
+        url = f"http://127.0.0.1:{port}/v1/completions"
+        good = await run_check(
+            http(url, method="POST", json_body={"prompt": "x", "max_tokens": 1}, body_match="text"),
+            ctx,
+        )
+        bad = await run_check(http(url, method="POST", json_body={"prompt": "x"}), ctx)
+    assert good.ok
+    assert not bad.ok
+    assert bad.detail == "HTTP 400"
+
+
 async def test_http_hanging_after_accept_costs_at_most_the_deadline(ctx: CheckContext) -> None:
     async with http_server(status_app()) as port:
         started = time.monotonic()
@@ -78,8 +91,10 @@ async def test_http_never_accepting_fails_at_connect_timeout(ctx: CheckContext) 
 
 
 async def test_http_refused_fails_fast(ctx: CheckContext) -> None:
-    result = await run_check(http(f"http://127.0.0.1:{free_port()}/"), ctx)
+    port = free_port()
+    result = await run_check(http(f"http://127.0.0.1:{port}/"), ctx)
     assert not result.ok
+    assert result.detail == f"cannot connect to 127.0.0.1:{port}: Connection refused"
     assert result.duration < 0.5
 
 
@@ -89,13 +104,15 @@ async def test_tcp_checks(ctx: CheckContext) -> None:
 
     async with silent_tcp_server() as port:
         silent = await run_check(tcp(port), ctx)
-    refused = await run_check(tcp(free_port()), ctx)
+    closed = free_port()
+    refused = await run_check(tcp(closed), ctx)
     with never_accepting() as port:
         started = time.monotonic()
         hung = await run_check(tcp(port), ctx)
         took = time.monotonic() - started
     assert silent.ok
     assert not refused.ok
+    assert refused.detail == f"cannot connect to 127.0.0.1:{closed}: Connection refused"
     assert not hung.ok
     assert "no connection within 0.5 s" in hung.detail
     assert took < 0.5 + SLACK

@@ -148,3 +148,14 @@ def test_alerts_list_and_retry(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["alerts", "--config", str(cfg), "list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["next_try"] == 0
+
+
+def test_unusable_state_dir_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cfg = write(tmp_path, {})
+    code = main(["alerts", "--config", str(cfg), "--state-dir", str(blocker / "state"), "list"])
+    assert code == 78
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hydra-health: cannot open the state database")
+    assert "\n" not in err

@@ -42,7 +42,8 @@ def stand_ins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path
         "sudo": tool("sudo"),
         "health": tool(
             "hydra-health",
-            f'if [ -f {codes}/hydra-health ]; then echo \'{{"ok": false, "passed": ["gpu"], '
+            f"if [ -f {codes}/silent ]; then :; "
+            f'elif [ -f {codes}/hydra-health ]; then echo \'{{"ok": false, "passed": ["gpu"], '
             f'"failed": {{"llm": "HTTP 503 (0/3 passes in a row)"}}}}\'; '
             f'else echo \'{{"ok": true, "passed": ["gpu", "llm"], "failed": {{}}}}\'; fi',
         ),
@@ -107,6 +108,13 @@ def test_gate_failure_reactivates_the_recorded_system_and_names_checks(
     assert "health gate failed: llm: HTTP 503" in err
     assert "re-activated" in err
     assert "boot default is unchanged" in err
+
+
+def test_host_without_the_agent_is_not_gated(stand_ins: dict[str, Path]) -> None:
+    fail(stand_ins, "hydra-health", 127)
+    (stand_ins["codes"] / "silent").touch()
+    assert main(["deploy", "switch", "--flake", "/f#h"]) == 0
+    assert calls(stand_ins)[-1] == "stc-new boot"
 
 
 def test_failed_units_on_activation_roll_back_without_gating(stand_ins: dict[str, Path]) -> None:

@@ -224,3 +224,43 @@ async def test_wrong_redis_password_keeps_the_alert_pending(tmp_path: Path) -> N
             rows = await box.store.call(Store.listing)
     assert rows[0]["delivered_at"] is None
     assert "redis" in rows[0]["last_error"].lower() or "auth" in rows[0]["last_error"].lower()
+
+
+async def test_sink_down_for_an_hour_gets_everything_without_being_hammered(
+    tmp_path: Path,
+) -> None:
+    """An hour of fake time: retries back off to `retryMax`, then the sink returns."""
+    from hydra_fleet.health.clock import FakeClock  # noqa: PLC0415
+
+    port = free_port()
+    clock = FakeClock()
+    config = Alerts(
+        sinks=Sinks(webhook=WebhookSink(url=f"http://127.0.0.1:{port}/hook")),
+        retry_base=1.0,
+        retry_max=300.0,
+    )
+    store = AsyncStore(tmp_path / "health.sqlite3")
+    receiver = Receiver()
+    async with aiohttp.ClientSession() as session:
+        box = Outbox(store, clock, config, make_sinks(config, session, clock))
+        box.start()
+        try:
+            for n in range(3):
+                await box.fire({**LABELS, "check": f"c{n}"}, NOTES)
+            for _ in range(360):  # one hour in 10 s steps
+                clock.advance(10)
+                await asyncio.sleep(0.005)
+            rows = await store.call(Store.listing)
+            attempts = max(r["attempts"] for r in rows)
+            async with http_server(receiver.app(), port):
+                for _ in range(40):  # at most retryMax (300 s) of fake time
+                    clock.advance(10)
+                    await asyncio.sleep(0.02)
+                    if len(receiver.webhook) == 3:
+                        break
+        finally:
+            await box.stop()
+            store.close()
+    # ~10 doublings up to 300 s, then ~one try per 150-300 s: far from a retry storm
+    assert 5 <= attempts <= 40, attempts
+    assert sorted(a["labels"]["check"] for a in receiver.webhook) == ["c0", "c1", "c2"]

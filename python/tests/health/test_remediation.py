@@ -60,7 +60,7 @@ async def test_three_restarts_per_hour_then_one_escalation_surviving_a_restart(
         clock.advance(1000)  # beyond any backoff (max 900 s)
     assert outcomes == ["restarted", "backoff"] * 3
     assert restarts(log) == 3
-    assert log.read_text().splitlines()[0] == "restart hydra-inference-llm.service"
+    assert log.read_text().splitlines()[0] == "restart hydra-inference-llm.service --no-block"
     store.close()
 
     # the agent restarts: the budget and the escalation are remembered

@@ -41,6 +41,8 @@ class Agent:
         self.remediator: Remediator | None = None
         self.scheduler: Scheduler | None = None
         self._alert_session: aiohttp.ClientSession | None = None
+        self.started_at = now
+        self.last_result_at: float | None = None
 
     async def start(self, *, spread: bool = True) -> None:
         self.store = AsyncStore(self.config.state_dir / DB_NAME)
@@ -122,6 +124,7 @@ class Agent:
         assert self.remediator is not None
         state = self.states[name]
         now = self.clock.monotonic()
+        self.last_result_at = now
         state.record(result.ok, result.detail, result.duration, now)
         self.metrics.check_up.labels(check=name).set(1 if result.ok else 0)
         self.metrics.check_duration.labels(check=name).observe(result.duration)
@@ -168,6 +171,18 @@ class Agent:
             pending, age = stats.get(sink, (0, 0.0))
             self.metrics.outbox_pending.labels(sink=sink).set(pending)
             self.metrics.outbox_oldest.labels(sink=sink).set(age)
+
+    def alive(self) -> tuple[bool, str]:
+        """Whether the checks are still being run: some result within two of the longest
+        interval plus its deadline (a wedged scheduler makes /healthz fail)."""
+        if not self.config.checks:
+            return True, "no checks configured"
+        slowest = max(c.interval + c.timeout for c in self.config.checks.values())
+        now = self.clock.monotonic()
+        since = now - (self.last_result_at if self.last_result_at is not None else self.started_at)
+        if since > 2 * slowest:
+            return False, f"no check result for {since:.0f} s"
+        return True, "checks running"
 
     def status(self) -> dict[str, Any]:
         now = self.clock.monotonic()

@@ -18,7 +18,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok\n")
+    ok, detail = request.app[AGENT_KEY].alive()
+    text = ("ok: " if ok else "stalled: ") + detail + "\n"
+    return web.Response(text=text, status=200 if ok else 503)
 
 
 async def status(request: web.Request) -> web.Response:

@@ -21,7 +21,7 @@ from hydra_fleet.health.app import make_app
 from hydra_fleet.health.checks import CheckContext, run_check
 from hydra_fleet.health.config import HealthConfig, load_config
 from hydra_fleet.health.gate import run_gate
-from hydra_fleet.health.store import Store
+from hydra_fleet.health.store import Store, open_store
 
 log = get_logger("hydra.health")
 
@@ -149,7 +149,7 @@ def gate(
 def alerts(ctx: click.Context, config_file: Path | None, state_dir: Path | None) -> None:
     """Inspect the alert outbox (default: list)."""
     config = _load(config_file, stateDir=str(state_dir) if state_dir else None)
-    ctx.obj = Store(config.state_dir / DB_NAME)
+    ctx.obj = open_store(config.state_dir / DB_NAME)
     ctx.call_on_close(ctx.obj.close)
     if ctx.invoked_subcommand is None:
         ctx.invoke(alerts_list)

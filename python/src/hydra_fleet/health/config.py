@@ -6,7 +6,7 @@ import dataclasses
 import re
 from dataclasses import field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from hydra_fleet.core.config import FieldProblem, Port, Secret, in_range, load, non_empty
 
@@ -38,6 +38,8 @@ class CheckConfig:
     port: Port | None = None
     unit: str | None = None
     command: list[str] = field(default_factory=list)
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    json_body: Any = None
     expect_status: list[int] = field(default_factory=list)
     body_match: str | None = None
     interval: Seconds = 15.0

@@ -32,6 +32,7 @@ log = get_logger("hydra.health.deploy")
 UNIT_ENV = "HYDRA_DEPLOY_UNIT"
 GATE_CONFIG = "/etc/hydra-health/config.json"
 EXIT_UNITS_FAILED = 4  # switch-to-configuration: some units failed to (re)start
+EXIT_NOT_FOUND = 127  # the shell (ssh) found no such command
 
 
 class DeployError(HydraError):
@@ -173,6 +174,10 @@ class Deployer:
             "--json",
         ]
         code, out = self.run(argv, capture=True)
+        if code == EXIT_NOT_FOUND and not out.strip():
+            # no hydra-health on the host: it runs no agent, so there is nothing to gate
+            log.warning("hydra-health not found on the host; no health gate", host=self.target_host)
+            return True, {}
         try:
             report = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
         except json.JSONDecodeError:

@@ -86,7 +86,9 @@ class Remediator:
             return "escalated"
         remediate = check.remediate
         if remediate.action == "restart":
-            argv = [self.systemctl, "restart", service]
+            # --no-block: a model server's restart "finishes" only when the model is loaded;
+            # the start-up grace covers that, the agent does not wait for it.
+            argv = [self.systemctl, "restart", service, "--no-block"]
         else:
             argv = list(remediate.command)
         try:

@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hydra_fleet.core.errors import EX_CONFIG, HydraError
+
 T = TypeVar("T")
 
 SCHEMA = """
@@ -313,12 +315,33 @@ class Store:
         return {row["sink"]: (row["n"], max(0.0, now - row["oldest"])) for row in rows}
 
 
+class StateError(HydraError):
+    """The state database cannot be opened: the agent cannot keep its promises without it."""
+
+    exit_code = EX_CONFIG
+
+
+def open_store(path: Path) -> Store:
+    """`Store(path)`, with a one-line error naming the file when that is impossible."""
+    try:
+        return Store(path)
+    except (OSError, sqlite3.Error) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise StateError(
+            f"cannot open the state database {path}: {reason} (check stateDir / --state-dir)"
+        ) from err
+
+
 class AsyncStore:
     """`Store` behind one worker thread: `await store.call(Store.method, args...)`."""
 
     def __init__(self, path: Path) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydra-store")
-        self.sync = self._executor.submit(Store, path).result()
+        try:
+            self.sync = self._executor.submit(open_store, path).result()
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
 
 import aiohttp
@@ -51,6 +52,10 @@ async def run_check(check: CheckConfig, ctx: CheckContext) -> CheckResult:
             ok, detail = await runners[check.type](check, ctx)
     except TimeoutError:
         ok, detail = False, f"no answer within the {check.timeout:g} s deadline"
+    except aiohttp.ClientConnectorError as err:
+        code = err.os_error.errno
+        reason = os.strerror(code) if code else str(err.os_error)
+        ok, detail = False, f"cannot connect to {err.host}:{err.port}: {reason}"
     except (aiohttp.ClientError, OSError) as err:
         ok, detail = False, f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
     return CheckResult(ok, detail, time.monotonic() - started)

@@ -1,4 +1,8 @@
-"""`http`: GET the URL; pass on an expected status (default 2xx/3xx) and optional body match."""
+"""`http`: request the URL; pass on an expected status (default 2xx/3xx) and optional body match.
+
+`method: POST` with `jsonBody` makes an end-to-end probe, e.g. a one-token completion, for
+engines whose `/health` answers while the engine behind it is dead.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,13 @@ async def probe(check: CheckConfig, ctx: CheckContext) -> tuple[bool, str]:
     assert check.url is not None
     timeout = aiohttp.ClientTimeout(total=check.timeout, sock_connect=check.connect_timeout)
     try:
-        async with ctx.session.get(check.url, timeout=timeout, allow_redirects=False) as resp:
+        async with ctx.session.request(
+            check.method,
+            check.url,
+            json=check.json_body,
+            timeout=timeout,
+            allow_redirects=False,
+        ) as resp:
             if not check.status_ok(resp.status):
                 return False, f"HTTP {resp.status}"
             if check.body_match is not None:

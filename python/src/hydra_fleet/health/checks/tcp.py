@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING
 
 from hydra_fleet.health.config import CheckConfig
@@ -19,6 +20,9 @@ async def probe(check: CheckConfig, ctx: CheckContext) -> tuple[bool, str]:
             _, writer = await asyncio.open_connection(check.host, check.port)
     except TimeoutError:
         return False, f"no connection within {check.connect_timeout:g} s"
+    except OSError as err:
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        return False, f"cannot connect to {check.host}:{check.port}: {reason}"
     writer.close()
     try:
         async with asyncio.timeout(0.5):
