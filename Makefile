@@ -46,3 +46,44 @@ test: lint nix-parse ## set up .venv, then lint, type-check, parse Nix, run pyte
 .PHONY: run
 run: $(BIN)/.installed ## exporter + health agent on loopback (BACKEND=synthetic for demo GPUs)
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/run-local $(or $(BACKEND),auto)
+
+# --- NixOS (on a fleet host; build/check/deploy from any machine with Nix) ----------------
+# switch, deploy, trace and rollback go through the health gate of `hydra-health deploy`: the
+# new system is activated with `switch-to-configuration test`, the gate waits for every check
+# to pass, and only then does it become the boot default; otherwise the previous system is
+# re-activated and make fails. Building runs as you; activation asks sudo for root.
+
+GATE_TIMEOUT ?= 300
+TARGET ?= root@$(HOST)
+HASH := \#
+# hydra-health from PATH (an installed host), else from this flake.
+HYDRA_HEALTH = $(or $(shell command -v hydra-health 2>/dev/null),nix shell $(FLAKE)$(HASH)hydra-fleet --command hydra-health)
+
+.PHONY: switch
+switch: ## build this host's system, activate it, keep it only if the health gate passes (default)
+	$(HYDRA_HEALTH) deploy switch --flake $(FLAKE)#$(HOST) --gate-timeout $(GATE_TIMEOUT)
+
+.PHONY: trace
+trace: ## switch, with --show-trace for Nix evaluation errors
+	$(HYDRA_HEALTH) deploy switch --flake $(FLAKE)#$(HOST) --gate-timeout $(GATE_TIMEOUT) --show-trace
+
+.PHONY: deploy
+deploy: ## HOST=name [TARGET=root@address]: build here, activate on HOST over SSH through the gate
+	@test "$(origin HOST)" = "command line" || { echo "usage: make deploy HOST=<hydra-ai|hydra-compute|l> [TARGET=root@<address>]" >&2; exit 64; }
+	$(HYDRA_HEALTH) deploy switch --flake $(FLAKE)#$(HOST) --target-host $(TARGET) --gate-timeout $(GATE_TIMEOUT)
+
+.PHONY: rollback
+rollback: ## re-activate the previous generation (TARGET=root@address for a remote host)
+	$(HYDRA_HEALTH) deploy rollback$(if $(filter command line,$(origin TARGET)), --target-host $(TARGET))
+
+.PHONY: build
+build: ## build this host's system (HOST=name for another) into ./result without activating it
+	nix build $(FLAKE)#nixosConfigurations.$(HOST).config.system.build.toplevel
+
+.PHONY: update
+update: ## move the nixpkgs pin forward (flake.lock); review, then make switch
+	nix flake update
+
+.PHONY: check
+check: ## nix flake check: VM tests, the package build with its pytest, formatting
+	nix flake check $(FLAKE)

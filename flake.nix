@@ -15,17 +15,44 @@
           inherit system;
           overlays = [ self.overlays.default ];
         };
+
+      # The fleet. Each host is hosts/<name>/default.nix on top of every hydra module.
+      hosts = [
+        "hydra-ai"
+        "hydra-compute"
+        "l"
+      ];
+      # file_sd targets of every host's exporter and health agent (see hosts/scrape-targets.nix).
+      scrapeTargets = import ./hosts/scrape-targets.nix { inherit lib; } self.nixosConfigurations;
     in
     {
       overlays.default = import ./overlays;
 
       nixosModules = {
         default = ./modules;
+        gpu-exporter = ./modules/gpu-exporter.nix;
+        inference = ./modules/inference.nix;
+        health-agent = ./modules/health-agent.nix;
       };
+
+      nixosConfigurations = lib.genAttrs hosts (
+        host:
+        lib.nixosSystem {
+          specialArgs.hydraFleet = { inherit scrapeTargets; };
+          modules = [
+            self.nixosModules.default
+            { nixpkgs.overlays = [ self.overlays.default ]; }
+            (./hosts + "/${host}")
+          ];
+        }
+      );
 
       packages = forAllSystems (pkgs: {
         inherit (pkgs) hydra-fleet pyrsmi;
         default = pkgs.hydra-fleet;
+        # For the Prometheus on hydra-storage (not NixOS): `nix build .#scrape-targets`, then
+        # copy result to its file_sd_configs directory.
+        scrape-targets = (pkgs.formats.json { }).generate "hydra-scrape-targets.json" scrapeTargets;
       });
 
       checks = forAllSystems (

@@ -1,0 +1,72 @@
+"""hydra-launch: `run`, `plan` and `check` for one engine instance."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from hydra_fleet.core.cli import run_command
+from hydra_fleet.core.errors import EX_CONFIG, EX_OK, EX_TEMPFAIL
+from hydra_fleet.launcher import config, plan, preflight, supervisor
+from hydra_fleet.launcher.engines import launch_spec
+from hydra_fleet.launcher.gpu_probe import GpuProbe, probe_for
+
+CONFIG = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Instance config (JSON).",
+)
+
+
+def _probe(instance: config.Instance) -> GpuProbe | None:
+    return probe_for(instance.vendor) if instance.vendor else None
+
+
+@click.group()
+def cli() -> None:
+    """Start one inference engine pinned to its GPUs, after a preflight."""
+
+
+@cli.command()
+@CONFIG
+def check(config_path: Path) -> int:
+    """Validate the config only."""
+    instance = config.load(config_path)
+    launch_spec(instance, preflight.run(instance, None).fit, dict(os.environ))
+    click.echo(f"{config_path}: ok")
+    return EX_OK
+
+
+@cli.command("plan")
+@CONFIG
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan_command(config_path: Path, as_json: bool) -> int:
+    """Show the argv, environment, probe and VRAM fit, without starting anything.
+
+    Exit 0 when `run` would start, 78 when it would refuse, 75 when it would wait.
+    """
+    instance = config.load(config_path)
+    pre = preflight.run(instance, _probe(instance), check_port=True)
+    spec = launch_spec(instance, pre.fit, dict(os.environ))
+    click.echo(plan.as_json(pre, spec) if as_json else plan.as_text(pre, spec))
+    if pre.fatal:
+        return EX_CONFIG
+    return EX_TEMPFAIL if pre.temporary else EX_OK
+
+
+@cli.command()
+@CONFIG
+def run(config_path: Path) -> int:
+    """Preflight, start the engine, tell systemd when it is ready, supervise it."""
+    instance = config.load(config_path)
+    return asyncio.run(supervisor.run(instance, _probe(instance)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(cli, "hydra-launch", argv)

@@ -1,0 +1,146 @@
+"""The NVML backend against a stand-in module raising pynvml's real exception classes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pynvml
+import pytest
+
+from hydra_fleet.exporter.backends.nvml import NvmlBackend
+from tests.exporter.fake_nvml import FakeGpu, FakeNvml, error
+from tests.exporter.kernel_trees import Proc, make_proc
+
+RTX5090 = "GPU-5f0e2b7c-0000-0000-0000-000000005090"
+RTX4090 = "GPU-5f0e2b7c-0000-0000-0000-000000004090"
+
+
+def two_gpus() -> list[FakeGpu]:
+    return [
+        FakeGpu(
+            RTX5090,
+            "NVIDIA GeForce RTX 5090",
+            "00000000:01:00.0",
+            capability=(12, 0),
+            total=32 * 1024**3,
+        ),
+        FakeGpu(RTX4090, "NVIDIA GeForce RTX 4090", "00000000:02:00.0", fan=None),
+    ]
+
+
+def test_real_error_classes() -> None:
+    """The stand-in raises what pynvml raises: the generated NVMLError_* subclasses."""
+    assert type(error(pynvml.NVML_ERROR_GPU_IS_LOST)) is pynvml.NVMLError_GpuIsLost
+    assert type(error(pynvml.NVML_ERROR_NOT_SUPPORTED)) is pynvml.NVMLError_NotSupported
+
+
+def test_reads_devices_in_base_units(tmp_path: Path) -> None:
+    """Memory in bytes, power in watts, clocks in hertz, energy in joules; unsupported omitted."""
+    nvml = FakeNvml(two_gpus())
+    backend = NvmlBackend(tmp_path, nvml=nvml, watch_xid=False)
+    backend.start()
+    first, second = backend.collect()
+    assert (first.vendor, first.index, first.uuid) == ("nvidia", "0", RTX5090)
+    assert (first.name, first.arch, first.driver_version) == (
+        "NVIDIA GeForce RTX 5090",
+        "sm_120",
+        "580.95.05",
+    )
+    assert first.pci_bus_id == "00000000:01:00.0"
+    assert first.up
+    assert first.memory_total_bytes == 32 * 1024**3
+    assert first.memory_used_bytes == 3 * 1024**3
+    assert first.utilization_ratio == pytest.approx(0.42)
+    assert first.power_watts == pytest.approx(123.456)
+    assert first.power_limit_watts == pytest.approx(450.0)
+    assert first.energy_joules_total == pytest.approx(7654.321)
+    assert first.temperature_celsius == {"gpu": 61.0}  # memory temp NOT_SUPPORTED: omitted
+    assert first.clock_hertz["graphics"] == 2520e6
+    assert first.clock_hertz["memory"] == 10501e6
+    assert (first.pcie_link_generation, first.pcie_link_width) == (4, 16)
+    assert first.ecc_errors_total == {}  # consumer card: no ECC, not zero
+    assert first.fan_speed_ratio == pytest.approx(0.30)
+    assert second.fan_speed_ratio is None  # NOT_SUPPORTED: omitted
+    assert second.arch == "sm_89"
+
+
+def test_ecc_and_temperature_fallback(tmp_path: Path) -> None:
+    """ECC counters from the field-values batch; GetTemperature when TemperatureV is missing."""
+    gpu = FakeGpu(RTX4090, "NVIDIA RTX 6000 Ada", "00000000:02:00.0", ecc=(5, 1))
+    backend = NvmlBackend(tmp_path, nvml=FakeNvml([gpu], temperature_v=False), watch_xid=False)
+    backend.start()
+    (sample,) = backend.collect()
+    assert sample.ecc_errors_total == {"corrected": 5.0, "uncorrected": 1.0}
+    assert sample.temperature_celsius == {"gpu": 61.0}
+
+
+def test_gpu_lost_then_back(tmp_path: Path) -> None:
+    """GPU_IS_LOST marks that one device down, the other stays up; NVML is re-initialised later."""
+    gpus = two_gpus()
+    nvml = FakeNvml(gpus)
+    backend = NvmlBackend(tmp_path, nvml=nvml, watch_xid=False)
+    backend.start()
+    gpus[1].lost = True
+    first, second = backend.collect()
+    assert first.up
+    assert not second.up
+    assert (second.uuid, second.index) == (RTX4090, "1")
+    assert second.memory_used_bytes is None
+
+    # Still gone: re-init fails, both are reported from what was known, nothing raises.
+    samples = backend.collect()
+    assert nvml.init_calls == 2
+    assert [s.up for s in samples] == [False, False]
+
+    gpus[1].lost = False
+    samples = backend.collect()
+    assert nvml.init_calls == 3
+    assert [s.up for s in samples] == [True, True]
+    assert samples[1].memory_used_bytes == 3 * 1024**3
+
+
+def test_driver_not_loaded(tmp_path: Path) -> None:
+    """Without a driver, start raises the real class and collect keeps raising (no devices)."""
+    nvml = FakeNvml(two_gpus(), driver_loaded=False)
+    backend = NvmlBackend(tmp_path, nvml=nvml, watch_xid=False)
+    with pytest.raises(pynvml.NVMLError_DriverNotLoaded):
+        backend.start()
+    with pytest.raises(RuntimeError, match="NVML is not available"):
+        backend.collect()
+    nvml.driver_loaded = True
+    assert [s.up for s in backend.collect()] == [True, True]
+
+
+def test_xid_events_counted(tmp_path: Path) -> None:
+    """XID events from the background thread are counted per device."""
+    nvml = FakeNvml(two_gpus())
+    backend = NvmlBackend(tmp_path, nvml=nvml)
+    backend.start()
+    try:
+        assert [s.xid_errors_total for s in backend.collect()] == [0.0, 0.0]
+        nvml.events.put((1, 79))
+        nvml.events.put((1, 48))
+        deadline = time.monotonic() + 10
+        while backend.collect()[1].xid_errors_total != 2.0:
+            assert time.monotonic() < deadline, "xid events were not counted"
+            time.sleep(0.02)
+        assert backend.collect()[0].xid_errors_total == 0.0
+    finally:
+        backend.close()
+    assert nvml.shutdown_calls == 1
+
+
+def test_processes_with_units(tmp_path: Path) -> None:
+    """Compute processes carry comm and the systemd unit from /proc; unknown memory is skipped."""
+    proc = make_proc(
+        tmp_path, [Proc(4242, "tabbyAPI", "0::/system.slice/hydra-inference-tabby.service")]
+    )
+    gpus = two_gpus()
+    gpus[0].processes = [(4242, 20 * 1024**3), (5151, None)]
+    backend = NvmlBackend(proc, nvml=FakeNvml(gpus), watch_xid=False)
+    backend.start()
+    first, _ = backend.collect()
+    assert [(p.pid, p.comm, p.unit, p.memory_bytes) for p in first.processes] == [
+        (4242, "tabbyAPI", "hydra-inference-tabby.service", 20 * 1024**3)
+    ]

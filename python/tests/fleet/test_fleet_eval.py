@@ -1,0 +1,598 @@
+"""The three hosts, evaluated: units, ordering, GPU access, firewall, unfree, linger, plans.
+
+Runs the shared `nixos-eval` tool (nixpkgs' option stand-ins, no nixpkgs needed) on this flake
+once, then checks per host what the operator relies on. Needs `NIXPKGS_LIB` (nixpkgs' `lib`
+folder), `nix-instantiate`, and the tool: `$NIXOS_EVAL`, or `shared/tools/nixos-eval/run` beside
+the repository (as in CI) or beside the main checkout of a git worktree. Skips without them.
+The launcher part runs the real `hydra-launch check` and `plan --json` on every generated
+instance config.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hydra_fleet.core.config import load
+from hydra_fleet.exporter.config import ExporterConfig
+from hydra_fleet.health.config import load_config
+
+REPO = Path(__file__).resolve().parents[3]
+GIB = 1024**3
+TOOL_TIMEOUT = 300
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What the operator's notes say a host runs."""
+
+    vendor: str
+    gpu_indices: tuple[int, ...]
+    tcp_ports: frozenset[int]
+    # instance name -> GPU indices it may open
+    instances: dict[str, tuple[int, ...]]
+    # unit -> units it must be ordered after
+    after: dict[str, set[str]] = field(default_factory=dict)
+    gateway: bool = False
+
+
+def unit(instance: str) -> str:
+    return f"hydra-inference-{instance}"
+
+
+HOSTS: dict[str, Expect] = {
+    "hydra-ai": Expect(
+        vendor="nvidia",
+        gpu_indices=(0, 1),
+        # SSH, TabbyAPI for LAN clients, exporter and agent for hydra-storage's Prometheus.
+        tcp_ports=frozenset({22, 5000, 9445, 9446}),
+        instances={"tabbyapi": (0, 1)},
+    ),
+    "hydra-compute": Expect(
+        vendor="nvidia",
+        gpu_indices=(0, 1),
+        tcp_ports=frozenset({22, 8188, 9445, 9446, 11434}),
+        instances={"ollama": (0, 1), "comfyui": (1,)},
+        after={unit("comfyui"): {unit("ollama")}},
+    ),
+    "l": Expect(
+        vendor="amd",
+        gpu_indices=(0, 1),
+        # Gateway, status page, Prometheus; engines and Grafana stay on loopback.
+        tcp_ports=frozenset({22, 4000, 8080, 9090, 9445, 9446}),
+        instances={"ollama": (0,), "llama-mi50": (0,), "llama-w7500": (1,)},
+        after={
+            "hydra-inference-gateway": {
+                unit("ollama"),
+                unit("llama-mi50"),
+                unit("llama-w7500"),
+            }
+        },
+        gateway=True,
+    ),
+}
+
+CUDA_AND_DRIVER = ("nvidia-x11", "cuda_cudart", "cuda_nvcc", "cudnn", "libcublas")
+NEVER_UNFREE = ("hello", "steam")
+
+
+def find_tool() -> Path | None:
+    candidates: list[Path] = []
+    if os.environ.get("NIXOS_EVAL"):
+        candidates.append(Path(os.environ["NIXOS_EVAL"]))
+    candidates.append(REPO.parent / "shared/tools/nixos-eval/run")
+    # In a git worktree, the main checkout's neighbour.
+    try:
+        common = subprocess.run(
+            ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+        candidates.append(Path(common).parent.parent / "shared/tools/nixos-eval/run")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def run_tool(flake: Path, out: Path) -> dict[str, Any]:
+    """nixos-eval on `flake`; its JSON report, with the printed output and exit status."""
+    if not os.environ.get("NIXPKGS_LIB"):
+        pytest.skip("NIXPKGS_LIB is not set (nixpkgs' lib folder)")
+    if not (REPO / "flake.nix").is_file():
+        pytest.skip("not in a checkout of the repository (the Nix build has python/ only)")
+    if shutil.which("nix-instantiate") is None:
+        pytest.skip("nix-instantiate is not installed")
+    tool = find_tool()
+    if tool is None:
+        pytest.skip("nixos-eval not found (set NIXOS_EVAL or put shared/ beside the checkout)")
+    env = dict(os.environ)
+    # The VM test scripts' undefined-name check uses ruff when it is on PATH.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(
+        [sys.executable, str(tool), "--json", str(out), str(flake)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TOOL_TIMEOUT,
+        check=False,
+    )
+    assert out.is_file(), f"nixos-eval wrote no report (exit {done.returncode}):\n{done.stdout}"
+    data: dict[str, Any] = json.loads(out.read_text())
+    data["_output"] = done.stdout + done.stderr
+    data["_returncode"] = done.returncode
+    return data
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_tool(REPO, tmp_path_factory.mktemp("nixos-eval") / "report.json")
+
+
+def host(report: dict[str, Any], name: str) -> dict[str, Any]:
+    result: dict[str, Any] = report["hosts"][name]["result"]
+    return result
+
+
+def exec_config(report: dict[str, Any], name: str, unit_name: str) -> dict[str, Any]:
+    configs = host(report, name)["execConfigs"].get(unit_name, [])
+    assert len(configs) == 1, f"{name}: {unit_name} should have one generated config: {configs}"
+    value: dict[str, Any] = configs[0]["value"]
+    return value
+
+
+def test_everything_evaluates_without_error_or_failed_assertion(report: dict[str, Any]) -> None:
+    assert report["failures"] == [], report["_output"]
+    assert report["ok"] is True, report["_output"]
+    assert report["_returncode"] == 0, report["_output"]
+    assert set(report["names"]["hosts"]) == set(HOSTS)
+    for name in ("default", "gpu-exporter", "inference", "health-agent"):
+        assert name in report["names"]["modules"], f"nixosModules.{name} is missing"
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_hydra_units_exist_with_their_exec_start(report: dict[str, Any], name: str) -> None:
+    services = host(report, name)["services"]
+    expect = HOSTS[name]
+    wanted = {
+        "hydra-gpu-exporter": "/bin/hydra-gpu-exporter",
+        "hydra-health": "/bin/hydra-health",
+    } | {unit(i): "/bin/hydra-launch" for i in expect.instances}
+    for unit_name, binary in wanted.items():
+        assert unit_name in services, f"{name}: no {unit_name}.service"
+        exec_start = services[unit_name]["serviceConfig"]["ExecStart"]
+        assert binary in exec_start, f"{name}: {unit_name} runs {exec_start!r}"
+        assert "--config /nix/store/" in exec_start, exec_start
+        assert "multi-user.target" in services[unit_name]["wantedBy"]
+    hydra_units = {u for u in services if u.startswith("hydra-inference-")}
+    expected_units = {unit(i) for i in expect.instances} | (
+        {"hydra-inference-gateway"} if expect.gateway else set()
+    )
+    assert hydra_units == expected_units
+    if expect.gateway:
+        assert services["hydra-inference-gateway"]["serviceConfig"]["ExecStart"]
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_units_start_in_the_intended_order(report: dict[str, Any], name: str) -> None:
+    services = host(report, name)["services"]
+    for unit_name, before in HOSTS[name].after.items():
+        after = set(services[unit_name]["after"])
+        missing = {f"{b}.service" for b in before} - after
+        assert not missing, f"{name}: {unit_name} is not ordered after {missing}"
+
+
+def nvidia_nodes(device_allow: list[str]) -> set[int]:
+    return {
+        int(m.group(1))
+        for entry in device_allow
+        if (m := re.match(r"/dev/nvidia(\d+)\b", entry)) is not None
+    }
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_each_unit_may_open_only_its_own_gpus(report: dict[str, Any], name: str) -> None:
+    expect = HOSTS[name]
+    services = host(report, name)["services"]
+    for instance, gpus in expect.instances.items():
+        config = services[unit(instance)]["serviceConfig"]
+        allow = config.get("DeviceAllow", [])
+        assert config.get("DevicePolicy") == "closed", f"{name}: {instance} DevicePolicy"
+        if expect.vendor == "nvidia":
+            assert nvidia_nodes(allow) == set(gpus), f"{name}: {instance} DeviceAllow {allow}"
+            assert not any("kfd" in entry for entry in allow)
+        else:
+            # Render nodes are numbered by probe order: the card is chosen by the launcher's
+            # HIP/ROCR_VISIBLE_DEVICES (checked with the plan below), never /dev/nvidia*.
+            assert nvidia_nodes(allow) == set(), f"{name}: {instance} DeviceAllow {allow}"
+            assert any("/dev/kfd" in entry for entry in allow), allow
+        launcher_gpus = [gpu["index"] for gpu in exec_config(report, name, unit(instance))["gpus"]]
+        assert launcher_gpus == list(gpus), f"{name}: {instance} pinned to {launcher_gpus}"
+    exporter = services["hydra-gpu-exporter"]["serviceConfig"].get("DeviceAllow", [])
+    if expect.vendor == "nvidia":
+        assert nvidia_nodes(exporter) == set(expect.gpu_indices)
+    else:
+        assert nvidia_nodes(exporter) == set()
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_firewall_opens_exactly_the_intended_ports(report: dict[str, Any], name: str) -> None:
+    firewall = host(report, name)["firewall"]
+    assert firewall["enable"] is True
+    assert set(firewall["allowedTCPPorts"]) == HOSTS[name].tcp_ports
+    assert firewall["allowedUDPPorts"] == []
+    assert firewall["allowedTCPPortRanges"] == []
+    assert all(not ports.get("allowedTCPPorts") for ports in firewall["interfaces"].values())
+
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_every_opened_port_has_a_service_listening_beyond_loopback(
+    report: dict[str, Any], name: str
+) -> None:
+    result = host(report, name)
+    listeners: dict[int, str] = {}
+    for configs in result["execConfigs"].values():
+        for config in configs:
+            value = config["value"]
+            if isinstance(value, dict) and isinstance(value.get("port"), int):
+                listeners[value["port"]] = value.get("listenAddress") or value.get("host", "")
+    prometheus = result["services"].get("prometheus")
+    if prometheus:
+        flag = re.search(
+            r"--web.listen-address=(\S+):(\d+)", prometheus["serviceConfig"]["ExecStart"]
+        )
+        assert flag is not None
+        listeners[int(flag.group(2))] = flag.group(1)
+    # sshd and nginx listen on every address by default.
+    for port in set(result["firewall"]["allowedTCPPorts"]) - {22, 8080}:
+        assert port in listeners, f"{name}: port {port} is open but nothing hydra listens on it"
+        assert listeners[port] not in LOOPBACK, f"{name}: port {port} open, service on loopback"
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_unfree_is_scoped_to_the_nvidia_driver_and_cuda(report: dict[str, Any], name: str) -> None:
+    allowed = host(report, name)["unfreeAllowed"]
+    for package in NEVER_UNFREE:
+        assert allowed[package] is False, f"{name}: unfree {package} allowed"
+    if HOSTS[name].vendor == "nvidia":
+        for package in CUDA_AND_DRIVER:
+            assert allowed[package] is True, f"{name}: unfree {package} refused"
+        # Headless: no nvidia-settings, so its name is not allowed either.
+        assert allowed["nvidia-settings"] is False
+    else:
+        assert not any(allowed.values()), f"{name}: unfree allowed: {allowed}"
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_only_users_with_a_user_service_linger(report: dict[str, Any], name: str) -> None:
+    result = host(report, name)
+    # No host runs an engine as a login user's service, so nobody lingers.
+    assert result["userServices"] == {}
+    assert result["lingerUsers"] == []
+
+
+def test_scrape_targets_list_every_exporter_and_agent(report: dict[str, Any]) -> None:
+    package = report["packages"]["scrape-targets"]
+    (generated,) = package["generatedConfigs"]
+    targets = generated["value"]
+    seen = {(t["labels"]["host"], t["labels"]["job"]): t["targets"] for t in targets}
+    expected = {}
+    for name in HOSTS:
+        expected[(name, "hydra-gpu-exporter")] = [f"{name}:9445"]
+        expected[(name, "hydra-health")] = [f"{name}:9446"]
+        # What is scraped over the LAN must be open in the host's firewall.
+        assert {9445, 9446} <= set(host(report, name)["firewall"]["allowedTCPPorts"])
+        exporter = exec_config(report, name, "hydra-gpu-exporter")
+        assert exporter["listenAddress"] == "0.0.0.0"
+    assert seen == expected
+
+
+def test_l_prometheus_scrapes_the_fleet_with_the_shipped_rules(report: dict[str, Any]) -> None:
+    (prometheus,) = exec_config_list(report, "l", "prometheus")
+    jobs = {c["job_name"]: c for c in prometheus["scrape_configs"]}
+    assert {"hydra-gpu-exporter", "hydra-health", "node"} <= set(jobs)
+    statics = jobs["hydra-gpu-exporter"]["static_configs"]
+    exporter_targets = {target for static in statics for target in static["targets"]}
+    assert exporter_targets == {f"{name}:9445" for name in HOSTS}
+    # Store paths are <32-character hash>-<name>.
+    rules = sorted(re.sub(r"^[0-9a-z]{32}-", "", Path(r).name) for r in prometheus["rule_files"])
+    shipped = sorted(p.name for p in (REPO / "monitoring/rules").glob("*.rules.yml"))
+    assert shipped, "monitoring/rules/*.rules.yml are missing"
+    assert rules == shipped
+
+
+def exec_config_list(report: dict[str, Any], name: str, unit_name: str) -> list[dict[str, Any]]:
+    return [c["value"] for c in host(report, name)["execConfigs"].get(unit_name, [])]
+
+
+# ---- the launcher's own verdict on each generated instance config ----------------------------
+
+
+def launcher() -> Path:
+    try:
+        found = importlib.util.find_spec("hydra_fleet.launcher.cli") is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        pytest.skip("the launcher is not part of this checkout yet")
+    return Path(sys.executable).parent / "hydra-launch"
+
+
+def instance_config(
+    report: dict[str, Any], name: str, instance: str, tmp_path: Path, **changes: Any
+) -> Path:
+    """The generated config, with secret files (paths on the host) replaced by local ones."""
+    config = exec_config(report, name, unit(instance)) | changes
+    path = tmp_path / f"{name}-{instance}.json"
+    path.write_text(json.dumps(local_secrets(config, tmp_path)))
+    return path
+
+
+def local_secrets(value: Any, tmp_path: Path) -> Any:
+    """`…File` keys point at /run/secrets on the host; here at a file with a stand-in value."""
+    if isinstance(value, list):
+        return [local_secrets(item, tmp_path) for item in value]
+    if not isinstance(value, dict):
+        return value
+    result = {}
+    for key, item in value.items():
+        if key.endswith("File") and isinstance(item, str):
+            secret = tmp_path / f"secret-{len(list(tmp_path.iterdir()))}"
+            secret.write_text("stand-in secret\n")
+            result[key] = str(secret)
+        else:
+            result[key] = local_secrets(item, tmp_path)
+    return result
+
+
+def write_config(config: dict[str, Any], tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(local_secrets(config, tmp_path)))
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_generated_exporter_and_agent_configs_load(
+    report: dict[str, Any], name: str, tmp_path: Path
+) -> None:
+    exporter = exec_config(report, name, "hydra-gpu-exporter")
+    load(ExporterConfig, write_config(exporter, tmp_path, "exporter.json"), {})
+    agent = exec_config(report, name, "hydra-health")
+    load_config(write_config(agent, tmp_path, "agent.json"))
+    # What `hydra-health deploy` gates a switch with.
+    gate = host(report, name)["etc"]["hydra-health/config.json"]["value"]
+    load_config(write_config(gate, tmp_path, "gate.json"))
+    assert gate["checks"] == agent["checks"]
+    # Every service this host runs is watched by the agent.
+    watched = {check.get("unit") for check in agent["checks"].values()}
+    for unit_name in report["hosts"][name]["result"]["services"]:
+        if unit_name.startswith(("hydra-inference-", "hydra-gpu-exporter")):
+            assert f"{unit_name}.service" in watched or unit_name in watched, unit_name
+
+
+ALL_INSTANCES = [(name, i) for name, e in sorted(HOSTS.items()) for i in sorted(e.instances)]
+
+
+@pytest.mark.parametrize(("name", "instance"), ALL_INSTANCES)
+def test_generated_launcher_config_passes_check(
+    report: dict[str, Any], name: str, instance: str, tmp_path: Path
+) -> None:
+    cli = launcher()
+    path = instance_config(report, name, instance, tmp_path)
+    done = subprocess.run(
+        [str(cli), "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def plan(path: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [str(launcher()), "plan", "--config", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    result["_returncode"] = done.returncode
+    return result
+
+
+# ---- the driver profiles and the unfree predicate on probe hosts ---------------------------
+
+PROBE_FLAKE = """
+{
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
+  outputs = { self, nixpkgs }:
+    let
+      repo = /. + REPO;
+      base = {
+        networking.hostName = "probe";
+        system.stateVersion = "26.05";
+        nixpkgs.hostPlatform = "x86_64-linux";
+        fileSystems."/" = { device = "/dev/sda1"; fsType = "ext4"; };
+        boot.loader.grub.devices = [ "nodev" ];
+      };
+      card = vendor: model: vramGiB: arch: { inherit vendor model vramGiB arch; index = 0; };
+      rtx5090 = card "nvidia" "RTX 5090" 32 "sm_120";
+      rtx3090 = card "nvidia" "RTX 3090" 24 "sm_86";
+      mi50 = card "amd" "MI50" 32 "gfx906";
+      mk = extra: nixpkgs.lib.nixosSystem {
+        modules = [
+          (repo + "/modules")
+          { nixpkgs.overlays = [ (import (repo + "/overlays")) ]; }
+          base
+          extra
+        ];
+      };
+    in {
+      nixosConfigurations = {
+        allow-unfree = mk { nixpkgs.config.allowUnfree = true; };
+        hsa-global = mk {
+          hydra.gpus = [ mi50 ];
+          environment.sessionVariables.HSA_OVERRIDE_GFX_VERSION = "9.0.6";
+        };
+        blackwell-closed = mk { hydra.gpus = [ rtx5090 ]; hardware.nvidia.open = false; };
+        blackwell-old-driver = mk ({ config, ... }: {
+          hydra.gpus = [ rtx5090 ];
+          hardware.nvidia.package = config.boot.kernelPackages.nvidiaPackages.legacy_470;
+        });
+        ampere-closed = mk { hydra.gpus = [ rtx3090 ]; hardware.nvidia.open = false; };
+        merged = mk { hydra.gpus = [ rtx5090 ]; hydra.unfree.allowedPackages = [ "steam" ]; };
+        user-service = mk {
+          hydra.gpus = [ mi50 ];
+          users.users.alice = {
+            isNormalUser = true;
+            extraGroups = [ "render" "video" ];
+          };
+          users.users.bob.isNormalUser = true;
+          services.hydra-inference = {
+            enable = true;
+            instances.notebook = {
+              engine = "llama-cpp";
+              gpus = [ 0 ];
+              model = "/home/alice/models/small.gguf";
+              contextLength = 4096;
+              user = "alice";
+              userService = true;
+            };
+          };
+        };
+        described-only = mk {
+          hydra.gpus = [ rtx5090 mi50 ];
+          hydra.nvidia.enable = false;
+          hydra.rocm.enable = false;
+        };
+      };
+    };
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def probes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    flake = tmp_path_factory.mktemp("probe-flake")
+    (flake / "flake.nix").write_text(PROBE_FLAKE.replace("REPO", json.dumps(str(REPO))))
+    data = run_tool(flake, flake.parent / "probe-report.json")
+    broken = [name for name, entry in data["hosts"].items() if "result" not in entry]
+    assert not broken, f"probe hosts did not evaluate: {broken}\n{data['_output']}"
+    return {name: entry["result"] for name, entry in data["hosts"].items()}
+
+
+@pytest.mark.parametrize(
+    ("probe", "message"),
+    [
+        ("allow-unfree", "add the\npackage names this host needs to hydra.unfree.allowedPackages"),
+        ("hsa-global", "HSA_OVERRIDE_GFX_VERSION is set globally"),
+        ("blackwell-closed", "only work with the open kernel module"),
+        ("blackwell-old-driver", "need NVIDIA driver 570 or newer"),
+    ],
+)
+def test_profiles_refuse_what_breaks_the_cards(
+    probes: dict[str, dict[str, Any]], probe: str, message: str
+) -> None:
+    failed = probes[probe]["failedAssertions"]
+    assert any(message in text for text in failed), failed
+
+
+def test_profiles_accept_closed_driver_before_blackwell(probes: dict[str, dict[str, Any]]) -> None:
+    assert probes["ampere-closed"]["failedAssertions"] == []
+    assert probes["ampere-closed"]["hardware"]["nvidia"]["open"] is False
+
+
+def test_unfree_names_from_every_module_make_one_predicate(
+    probes: dict[str, dict[str, Any]],
+) -> None:
+    allowed = probes["merged"]["unfreeAllowed"]
+    assert allowed["steam"] is True  # from the host
+    assert allowed["nvidia-x11"] is True  # from the NVIDIA profile
+    assert allowed["hello"] is False
+
+
+def test_only_the_user_with_a_user_service_lingers(probes: dict[str, dict[str, Any]]) -> None:
+    result = probes["user-service"]
+    assert result["failedAssertions"] == []
+    assert "hydra-inference-notebook" in result["userServices"]
+    assert "hydra-inference-notebook" not in result["services"]
+    assert result["lingerUsers"] == ["alice"]
+
+
+def test_described_cards_without_drivers_allow_nothing_unfree(
+    probes: dict[str, dict[str, Any]],
+) -> None:
+    result = probes["described-only"]
+    assert result["failedAssertions"] == []
+    assert not any(result["unfreeAllowed"].values())
+    assert "nvidia" not in result["hardware"]["videoDrivers"]
+
+
+def expected_pinning(report: dict[str, Any], name: str, instance: str) -> dict[str, str]:
+    gpus = exec_config(report, name, unit(instance))["gpus"]
+    if HOSTS[name].vendor == "nvidia":
+        ids = [gpu.get("uuid") or str(gpu["index"]) for gpu in gpus]
+        return {"CUDA_VISIBLE_DEVICES": ",".join(ids)}
+    # ROCR picks the physical cards; HIP then numbers the visible ones from 0.
+    return {
+        "ROCR_VISIBLE_DEVICES": ",".join(str(gpu["index"]) for gpu in gpus),
+        "HIP_VISIBLE_DEVICES": ",".join(str(i) for i in range(len(gpus))),
+    }
+
+
+@pytest.mark.parametrize(("name", "instance"), ALL_INSTANCES)
+def test_plan_pins_the_instance_to_its_gpus_and_fits(
+    report: dict[str, Any], name: str, instance: str, tmp_path: Path
+) -> None:
+    launcher()
+    result = plan(instance_config(report, name, instance, tmp_path))
+    for key, value in expected_pinning(report, name, instance).items():
+        assert result["env"].get(key) == value, f"{name}: {instance} env {result['env']}"
+    # Model files live on the host, not here: that is the only refusal allowed.
+    others = [p for p in result["fatal"] if "does not exist" not in p]
+    assert others == [], f"{name}: {instance}: {result['verdict']}"
+    if exec_config(report, name, unit(instance))["engine"] == "command":
+        return
+    fit = result["fit"]
+    assert fit["checked"] is True, fit
+    for gpu in fit["gpus"]:
+        assert gpu["fits"] is True, f"{name}: {instance} does not fit {gpu['gpu']}: {gpu}"
+    assert [gpu["index"] for gpu in fit["gpus"]] == list(HOSTS[name].instances[instance])
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_instances_sharing_a_gpu_fit_together(
+    report: dict[str, Any], name: str, tmp_path: Path
+) -> None:
+    launcher()
+    used: dict[int, list[dict[str, Any]]] = {}
+    for instance in HOSTS[name].instances:
+        fit = plan(instance_config(report, name, instance, tmp_path))["fit"]
+        if fit["checked"]:
+            for gpu in fit["gpus"]:
+                used.setdefault(gpu["index"], []).append(gpu)
+    assert used, f"{name}: no plan computed a fit"
+    for index, fits in used.items():
+        # Weights and KV cache add up; one overhead (the largest) covers the card's headroom.
+        need = sum(f["weightsBytes"] + f["kvBytes"] for f in fits)
+        need += max(f["overheadBytes"] for f in fits)
+        capacity = fits[0]["capacityBytes"]
+        assert need <= capacity, f"{name}: GPU {index}: {need / GIB:.1f} > {capacity / GIB:.1f} GiB"
