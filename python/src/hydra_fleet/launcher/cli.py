@@ -38,6 +38,7 @@ def cli() -> None:
 def check(config_path: Path) -> int:
     """Validate the config only."""
     instance = config.load(config_path)
+    config.check_api_key(instance, config_path, dict(os.environ), at_start=False)
     launch_spec(instance, preflight.run(instance, None).fit, dict(os.environ))
     click.echo(f"{config_path}: ok")
     return EX_OK
@@ -65,6 +66,7 @@ def plan_command(config_path: Path, as_json: bool) -> int:
 def run(config_path: Path) -> int:
     """Preflight, start the engine, tell systemd when it is ready, supervise it."""
     instance = config.load(config_path)
+    config.check_api_key(instance, config_path, dict(os.environ), at_start=True)
     return asyncio.run(supervisor.run(instance, _probe(instance)))
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from hydra_fleet.core import config as core_config
 from hydra_fleet.core.config import FieldProblem, Port, in_range, non_empty
+from hydra_fleet.core.errors import ConfigError
 
 Engine = Literal["tabbyapi", "ollama", "llama-cpp", "vllm", "command"]
 Vendor = Literal["nvidia", "amd"]
@@ -137,6 +138,32 @@ class Instance:
             if var in text:
                 text = text.replace(var, env.get("CREDENTIALS_DIRECTORY", ""))
         return Path(text)
+
+
+def check_api_key(
+    instance: Instance, config_path: Path, environ: dict[str, str], *, at_start: bool
+) -> None:
+    """Make sure the API key file is readable and not empty, naming the config file if not.
+
+    Outside the unit (`check` at build time) a key under `$CREDENTIALS_DIRECTORY` does
+    not exist yet: systemd provides it at start, so it is checked only then.
+    """
+    if instance.api_key_file is None:
+        return
+    from_systemd = "CREDENTIALS_DIRECTORY" in instance.api_key_file
+    if from_systemd and "CREDENTIALS_DIRECTORY" not in environ and not at_start:
+        return
+    path = instance.api_key_path(environ)
+    assert path is not None
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        raise ConfigError(
+            str(config_path), "apiKeyFile", f"cannot read secret file {path}: {why}"
+        ) from err
+    if not key:
+        raise ConfigError(str(config_path), "apiKeyFile", f"secret file {path} is empty")
 
 
 def load(path: Path | None) -> Instance:
