@@ -3,7 +3,9 @@
     ../.venv/bin/python bench/exporter.py [--requests N]
 
 Starts the real exporter as a subprocess (synthetic backend), scrapes it with 1 and with 50
-concurrent aiohttp clients, and reads its RSS from /proc/<pid>/status. Targets: p99 under
+concurrent clients, and reads its RSS from /proc/<pid>/status. The clients are aiohttp and,
+when Debian's `wrk` is installed, wrk, whose figure is the one judged: Python clients on the
+same cores inflate the latency they measure. Targets: p99 under
 10 ms at 50 concurrent clients, RSS under 60 MB. With nvidia-smi on PATH it also times one
 full scrape of an NVML-backed exporter against one `nvidia-smi --query-gpu` call.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import shutil
 import socket
 import statistics
@@ -107,6 +110,33 @@ async def scrape_latencies(url: str, clients: int, requests: int) -> list[float]
     return latencies
 
 
+WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk_latency(url: str, connections: int, seconds: int = 8) -> tuple[float, float, float] | None:
+    """p50 and p99 in ms and the request rate from one wrk run, or None without wrk."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    out = subprocess.run(
+        [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+(?:us|ms|s))$", out, re.MULTILINE))
+    rate = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.MULTILINE)
+    if "50" not in found or "99" not in found or rate is None:
+        raise SystemExit(f"could not read wrk's output:\n{out}")
+
+    def ms(text: str) -> float:
+        number = re.match(r"[\d.]+", text)
+        assert number is not None
+        return float(number.group()) * WRK_UNITS[text[number.end() :]]
+
+    return ms(found["50"]), ms(found["99"]), float(rate.group(1))
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
@@ -137,14 +167,29 @@ async def synthetic_bench(requests: int) -> None:
             print(
                 f"exporter: {GPUS} synthetic GPUs, {PROCESSES} processes, {len(body)} B per scrape"
             )
+            judged: tuple[str, float] | None = None
             for clients in (1, 50):
                 lat = await scrape_latencies(url, clients, requests)
                 p50, p99 = statistics.median(lat), percentile(lat, 99)
                 print(
-                    f"{clients:>2} client(s), {len(lat)} scrapes: p50 {p50:.2f}, p99 {p99:.2f} ms"
+                    f"{clients:>2} aiohttp client(s), {len(lat)} scrapes: "
+                    f"p50 {p50:.2f}, p99 {p99:.2f} ms"
                 )
-                if clients == 50:
-                    report("p99 latency, 50 concurrent clients", p99, P99_TARGET_MS, "ms")
+                judged = ("aiohttp clients", p99)
+            # The Python clients share the machine's cores with the exporter and inflate its
+            # latency; wrk (C, Debian's package) measures the server itself when installed.
+            for clients in (1, 50):
+                figures = wrk_latency(url, clients)
+                if figures is not None:
+                    p50, p99, rate = figures
+                    print(
+                        f"{clients:>2} wrk connection(s): p50 {p50:.2f}, p99 {p99:.2f} ms, "
+                        f"{rate:.0f} scrapes/s"
+                    )
+                    judged = ("wrk", p99)
+            if judged is not None:
+                client, p99 = judged
+                report(f"p99, 50 concurrent ({client})", p99, P99_TARGET_MS, "ms")
             report("exporter RSS after the runs", rss_mb(proc.pid), RSS_TARGET_MB, "MB")
         finally:
             proc.terminate()
