@@ -451,6 +451,8 @@ in
           lib.mapAttrsToList (_: inst: inst.port) cfg.instances
           ++ lib.optional cfg.gateway.enable cfg.gateway.port;
         inStore = path: path != null && lib.hasPrefix builtins.storeDir path;
+        # An opened port is useless when the service listens only on loopback.
+        loopback = host: host == "localhost" || lib.hasPrefix "127." host || host == "::1";
       in
       lib.concatLists (
         lib.mapAttrsToList (name: inst: [
@@ -486,12 +488,20 @@ in
             assertion = !(inStore inst.apiKeyFile);
             message = "services.hydra-inference.instances.${name}.apiKeyFile is in the Nix store, which is world-readable; point it at a runtime secret (e.g. /run/secrets/...).";
           }
+          {
+            assertion = !(inst.openFirewall && loopback inst.host);
+            message = "services.hydra-inference.instances.${name}.openFirewall opens port ${toString inst.port}, but host is ${inst.host} (loopback only); set host = \"0.0.0.0\" or leave the port closed.";
+          }
         ]) cfg.instances
       )
       ++ [
         {
           assertion = lib.length ports == lib.length (lib.unique ports);
           message = "services.hydra-inference: two instances (or an instance and the gateway) use the same port: ${toString ports}.";
+        }
+        {
+          assertion = !(cfg.gateway.enable && cfg.gateway.openFirewall && loopback cfg.gateway.host);
+          message = "services.hydra-inference.gateway.openFirewall opens port ${toString cfg.gateway.port}, but gateway.host is ${cfg.gateway.host} (loopback only); set gateway.host = \"0.0.0.0\" or leave the port closed.";
         }
         {
           assertion = !(inStore cfg.gateway.masterKeyFile);

@@ -54,6 +54,9 @@
       model = "/var/lib/hydra/models/Llama-3.3-70B-Instruct-exl2-3.5bpw";
       # 8K is safe, 16K is tight, 32K runs out of memory: the launcher's preflight refuses it.
       contextLength = 16384;
+      # Tensor parallel across the unequal cards (only ExLlama does this): every layer is split
+      # evenly, so the 24 GB card bounds the context.
+      settings.model.tensor_parallel = true;
       apiKeyFile = "/run/secrets/tabbyapi-api-key";
       # Facts about the model, so the launcher's VRAM plan needs no model files to compute.
       modelInfo = {

@@ -578,6 +578,25 @@ def test_plan_pins_the_instance_to_its_gpus_and_fits(
     assert [gpu["index"] for gpu in fit["gpus"]] == list(HOSTS[name].instances[instance])
 
 
+@pytest.mark.parametrize(
+    ("context", "fits"), [(8192, True), (16384, True), (32768, False)]
+)
+def test_hydra_ai_70b_fits_16k_and_refuses_32k(
+    report: dict[str, Any], context: int, fits: bool, tmp_path: Path
+) -> None:
+    """The operator's limits on 32 + 24 GB: 8K safe, 16K tight, 32K out of memory."""
+    launcher()
+    path = instance_config(report, "hydra-ai", "tabbyapi", tmp_path, contextLength=context)
+    result = plan(path)
+    fit = result["fit"]
+    assert fit["split"] == "even (tensor parallel)", fit
+    assert all(gpu["fits"] for gpu in fit["gpus"]) is fits, fit
+    assert context <= fit["largestContext"] if fits else context > fit["largestContext"]
+    if not fits:
+        refusal = " ".join(result["fatal"])
+        assert f"largest context that fits is {fit['largestContext']}" in refusal, refusal
+
+
 @pytest.mark.parametrize("name", sorted(HOSTS))
 def test_instances_sharing_a_gpu_fit_together(
     report: dict[str, Any], name: str, tmp_path: Path
