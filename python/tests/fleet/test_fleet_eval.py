@@ -578,9 +578,7 @@ def test_plan_pins_the_instance_to_its_gpus_and_fits(
     assert [gpu["index"] for gpu in fit["gpus"]] == list(HOSTS[name].instances[instance])
 
 
-@pytest.mark.parametrize(
-    ("context", "fits"), [(8192, True), (16384, True), (32768, False)]
-)
+@pytest.mark.parametrize(("context", "fits"), [(8192, True), (16384, True), (32768, False)])
 def test_hydra_ai_70b_fits_16k_and_refuses_32k(
     report: dict[str, Any], context: int, fits: bool, tmp_path: Path
 ) -> None:
