@@ -30,11 +30,7 @@ let
       inherit (cfg) listenAddress port backends;
     }
   );
-  isLoopback = lib.elem cfg.listenAddress [
-    "127.0.0.1"
-    "::1"
-    "localhost"
-  ];
+  inherit (import ./lib/addresses.nix { inherit lib; }) isLoopback;
 in
 {
   imports = [ ./gpus.nix ];
@@ -156,7 +152,7 @@ in
   config = lib.mkIf cfg.enable {
     assertions = [
       {
-        assertion = !(cfg.openFirewall && isLoopback);
+        assertion = !(cfg.openFirewall && isLoopback cfg.listenAddress);
         message = ''
           services.hydra-gpu-exporter.openFirewall is set but the exporter listens on
           ${cfg.listenAddress} only; set services.hydra-gpu-exporter.listenAddress = "0.0.0.0".

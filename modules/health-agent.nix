@@ -19,13 +19,7 @@ let
   jsonFormat = pkgs.formats.json { };
 
   credentialsDir = "/run/credentials/hydra-health.service";
-  anyAddress = [
-    ""
-    "0.0.0.0"
-    "::"
-    "[::]"
-  ];
-  localHost = host: if lib.elem host anyAddress then "127.0.0.1" else host;
+  inherit (import ./lib/addresses.nix { inherit lib; }) localHost;
   urlTypes = [
     "http"
     "gpu"

@@ -31,7 +31,7 @@ let
   };
 
   # A wildcard bind is probed and routed on loopback.
-  localHost = host: if host == "0.0.0.0" || host == "::" then "127.0.0.1" else host;
+  inherit (import ./lib/addresses.nix { inherit lib; }) isLoopback localHost;
   hostPort =
     inst:
     let
@@ -451,8 +451,6 @@ in
           lib.mapAttrsToList (_: inst: inst.port) cfg.instances
           ++ lib.optional cfg.gateway.enable cfg.gateway.port;
         inStore = path: path != null && lib.hasPrefix builtins.storeDir path;
-        # An opened port is useless when the service listens only on loopback.
-        loopback = host: host == "localhost" || lib.hasPrefix "127." host || host == "::1";
       in
       lib.concatLists (
         lib.mapAttrsToList (name: inst: [
@@ -489,7 +487,7 @@ in
             message = "services.hydra-inference.instances.${name}.apiKeyFile is in the Nix store, which is world-readable; point it at a runtime secret (e.g. /run/secrets/...).";
           }
           {
-            assertion = !(inst.openFirewall && loopback inst.host);
+            assertion = !(inst.openFirewall && isLoopback inst.host);
             message = "services.hydra-inference.instances.${name}.openFirewall opens port ${toString inst.port}, but host is ${inst.host} (loopback only); set host = \"0.0.0.0\" or leave the port closed.";
           }
         ]) cfg.instances
@@ -500,7 +498,7 @@ in
           message = "services.hydra-inference: two instances (or an instance and the gateway) use the same port: ${toString ports}.";
         }
         {
-          assertion = !(cfg.gateway.enable && cfg.gateway.openFirewall && loopback cfg.gateway.host);
+          assertion = !(cfg.gateway.enable && cfg.gateway.openFirewall && isLoopback cfg.gateway.host);
           message = "services.hydra-inference.gateway.openFirewall opens port ${toString cfg.gateway.port}, but gateway.host is ${cfg.gateway.host} (loopback only); set gateway.host = \"0.0.0.0\" or leave the port closed.";
         }
         {
