@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -74,6 +75,14 @@ def launch(tmp_path: Path, notify: NotifySocket, **keys: Any) -> subprocess.Pope
 
 def stand_in(mode: str, port: int, delay: float, marker: Path) -> list[str]:
     return [sys.executable, STAND_IN, mode, str(port), str(delay), str(marker)]
+
+
+def stand_in_executable(tmp_path: Path, mode: str, port: int, delay: float, marker: Path) -> Path:
+    """An engine binary (as `executable` points at) that runs the stand-in in `mode`."""
+    path = tmp_path / mode
+    path.write_text(f"#!/bin/sh\nexec {shlex.join(stand_in(mode, port, delay, marker))}\n")
+    path.chmod(0o755)
+    return path
 
 
 def gone(pid: int) -> bool:
@@ -206,9 +215,7 @@ def test_not_ready_in_time(tmp_path: Path, notify: NotifySocket) -> None:
 async def test_ollama_ready_means_model_loaded(tmp_path: Path, notify: NotifySocket) -> None:
     """Ollama answers at once; READY=1 only once the model is loaded (stand-in: 1 s load)."""
     port, marker = free_port(), tmp_path / "ready"
-    ollama = tmp_path / "ollama"
-    ollama.write_text(f"#!/bin/sh\nexec {sys.executable} {STAND_IN} ollama {port} 1.0 {marker}\n")
-    ollama.chmod(0o755)
+    ollama = stand_in_executable(tmp_path, "ollama", port, 1.0, marker)
     inst = instance(
         engine="ollama",
         port=port,
@@ -236,9 +243,7 @@ async def test_ollama_ready_means_model_loaded(tmp_path: Path, notify: NotifySoc
 async def test_ollama_unknown_model_is_78(tmp_path: Path, notify: NotifySocket) -> None:
     """A model Ollama does not have will not appear by waiting: exit 78."""
     port, marker = free_port(), tmp_path / "ready"
-    ollama = tmp_path / "ollama"
-    ollama.write_text(f"#!/bin/sh\nexec {sys.executable} {STAND_IN} ollama {port} 0 {marker}\n")
-    ollama.chmod(0o755)
+    ollama = stand_in_executable(tmp_path, "ollama", port, 0, marker)
     inst = instance(
         engine="ollama",
         port=port,
@@ -323,11 +328,7 @@ def test_unhealthy_after_ready_is_a_nonzero_exit(tmp_path: Path, notify: NotifyS
 def test_ollama_model_in_system_memory_is_a_failure(tmp_path: Path, notify: NotifySocket) -> None:
     """Ollama loaded the model but /api/ps shows it off the GPU: 75, no READY=1."""
     port, marker = free_port(), tmp_path / "ready"
-    ollama = tmp_path / "ollama"
-    ollama.write_text(
-        f"#!/bin/sh\nexec {sys.executable} {STAND_IN} ollama-cpu {port} 0.2 {marker}\n"
-    )
-    ollama.chmod(0o755)
+    ollama = stand_in_executable(tmp_path, "ollama-cpu", port, 0.2, marker)
     gpus = FakeGpus([device(1, 24, uuid="GPU-4090")], held={1: 8 << 30})
     inst = instance(
         engine="ollama",
