@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from hydra_fleet.core.errors import EX_CONFIG
+from tests.installed import command_argv
 
 LAUNCH = {"engine": "command", "command": ["true"], "port": 8000, "gpus": []}
 HEALTH = {"checks": {"exporter": {"type": "tcp", "host": "127.0.0.1", "port": 9445}}}
@@ -56,12 +55,10 @@ SUBCOMMAND = {"hydra-gpu-exporter": [], "hydra-launch": ["check"], "hydra-health
 def test_bad_config_is_one_line_and_exit_78(case: str, tmp_path: Path) -> None:
     """The installed command prints one line with the file and field, no traceback, and exits 78."""
     command, config, field = CASES[case]
-    executable = shutil.which(command, path=str(Path(sys.executable).parent))
-    assert executable is not None, f"{command} is not installed next to {sys.executable}"
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     result = subprocess.run(
-        [executable, *SUBCOMMAND[command], "--config", str(path)],
+        [*command_argv(command), *SUBCOMMAND[command], "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -181,7 +181,7 @@ def test_switch_moves_activation_into_a_transient_unit(
     flake.mkdir()
     monkeypatch.chdir(tmp_path)
     assert main(["deploy", "switch", "--flake", "./flake#h", "--gate-timeout", "60"]) == 0
-    got = calls(stand_ins)
+    got = [line.removeprefix("sudo ") for line in calls(stand_ins)]  # sudo when not root
     assert got[0].startswith(f"nix build --no-link --print-out-paths {flake}#")
     run = got[1].split()
     assert run[0] == "systemd-run"

@@ -80,3 +80,21 @@ def test_dependency_down_blocks_the_dependant_but_not_a_passing_one() -> None:
         gpu.record(True, "ok", 0.0, 101.0)
     resolve(states, 101.0)
     assert (gpu.effective, llm.effective, gw.effective) == ("up", "down", "blocked")
+
+
+def test_a_dependency_still_pending_blocks_a_failing_dependant() -> None:
+    """The dependant may reach its threshold before its dependency has any verdict (a slower
+    interval, a longer grace): it is blocked then, never down, so it is neither restarted nor
+    alerted for what its dependency may explain."""
+    gpu = make("gpu", failure_threshold=3)
+    llm = make("llm", failure_threshold=1, depends_on=["gpu"])
+    states = {"gpu": gpu, "llm": llm}
+    gpu.record(False, "x", 0.0, 100.0)  # 1 of 3: gpu still pending
+    llm.record(False, "x", 0.0, 100.0)  # llm at its threshold
+    assert gpu.own == "pending"
+    assert llm.own == "down"
+    assert resolve(states, 100.0) == {"llm": ("pending", "blocked")}
+    for _ in range(2):  # a passing dependant is its own state
+        llm.record(True, "ok", 0.0, 101.0)
+    resolve(states, 101.0)
+    assert llm.effective == "up"

@@ -103,7 +103,14 @@ def resolve(states: dict[str, CheckState], now: float) -> dict[str, tuple[State,
         state = states[name]
         result: State = state.own
         for dep in state.config.depends_on:
-            if effective(dep) in ("down", "blocked") and state.own != "up":
+            if state.own == "up":
+                break
+            dep_state = effective(dep)
+            # A dependency not yet known (pending) explains a failing dependant as well as a
+            # down one does: blocking it then keeps it from being restarted or alerted first.
+            if dep_state in ("down", "blocked") or (
+                dep_state == "pending" and state.own != "pending"
+            ):
                 result = "blocked"
                 break
         memo[name] = result
