@@ -10,7 +10,10 @@
 let
   cfg = config.services.hydra-gpu-exporter;
   settingsFormat = pkgs.formats.json { };
-  access = import ./lib/gpu-access.nix { inherit lib; } config.hydra.gpus;
+  access = import ./lib/gpu-access.nix { inherit lib; } {
+    gpus = config.hydra.gpus;
+    compute = false;
+  };
 
   countOf = vendor: lib.length (lib.filter (gpu: gpu.vendor == vendor) config.hydra.gpus);
   inventoryCounts = lib.filterAttrs (_: count: count > 0) {
@@ -187,7 +190,8 @@ in
     systemd.services.hydra-gpu-exporter = {
       description = "hydra GPU exporter";
       wantedBy = [ "multi-user.target" ];
-      after = [ "network.target" ];
+      after = [ "network.target" ] ++ access.units;
+      wants = access.units;
       startLimitBurst = 5;
       startLimitIntervalSec = 300;
       environment =

@@ -1,6 +1,12 @@
 # The host's GPU inventory. The exporter, the launcher and the driver profiles all read it,
-# so a GPU is described once.
-{ lib, ... }:
+# so a GPU is described once. Also the unit that waits for the inventory's device nodes, after
+# which the GPU units start (why: modules/lib/gpu-access.nix).
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
 
 let
   gpuType = lib.types.submodule {
@@ -38,6 +44,16 @@ let
           the ROCm device index for AMD. Instances refer to GPUs by this number.
         '';
       };
+      pciBusId = lib.mkOption {
+        type = lib.types.nullOr (lib.types.strMatching "[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\\.[0-7]");
+        default = null;
+        example = "0000:43:00.0";
+        description = ''
+          PCI address of the card (`lspci -D`). For AMD it names the card's render node by its
+          stable `/dev/dri/by-path` link, so an engine may open that node only; without it the
+          engine may open every DRM node.
+        '';
+      };
       uuid = lib.mkOption {
         type = lib.types.nullOr lib.types.str;
         default = null;
@@ -49,8 +65,49 @@ let
       };
     };
   };
+
+  cfg = config.hydra.gpuDevices;
+  nvidia = builtins.filter (gpu: gpu.vendor == "nvidia") config.hydra.gpus;
+  amd = builtins.filter (gpu: gpu.vendor == "amd") config.hydra.gpus;
+  # Every node a hydra unit may be given (modules/lib/gpu-access.nix), for the whole inventory.
+  nodes =
+    lib.optionals (nvidia != [ ]) (
+      [
+        "/dev/nvidiactl"
+        "/dev/nvidia-uvm"
+      ]
+      ++ map (gpu: "/dev/nvidia${toString gpu.index}") nvidia
+    )
+    ++ lib.optionals (amd != [ ]) (
+      [ "/dev/kfd" ]
+      ++ map (gpu: "/dev/dri/by-path/pci-${gpu.pciBusId}-render") (
+        builtins.filter (gpu: gpu.pciBusId != null) amd
+      )
+    );
+  waitScript = pkgs.writeShellScript "hydra-gpu-devices" ''
+    deadline=$((SECONDS + ${toString cfg.timeout}))
+    for node in ${lib.escapeShellArgs nodes}; do
+      until [ -e "$node" ]; do
+        if ((SECONDS >= deadline)); then
+          echo "$node did not appear within ${toString cfg.timeout} s; is the driver loaded?" >&2
+          exit 1
+        fi
+        sleep 1
+      done
+    done
+  '';
 in
 {
+  options.hydra.gpuDevices.timeout = lib.mkOption {
+    type = lib.types.ints.positive;
+    default = 120;
+    description = ''
+      Seconds `hydra-gpu-devices.service` waits for the device nodes of the cards in
+      {option}`hydra.gpus` before it fails. The GPU units start after it either way; a card
+      whose node is missing then is reported missing by the exporter and the launcher.
+    '';
+  };
+
   options.hydra.gpus = lib.mkOption {
     type = lib.types.listOf gpuType;
     default = [ ];
@@ -61,5 +118,27 @@ in
       ]
     '';
     description = "GPUs installed in this host, one entry per card.";
+  };
+
+  config = lib.mkIf (nodes != [ ]) {
+    systemd.services.hydra-gpu-devices = {
+      description = "Wait for the device nodes of the GPUs in hydra.gpus";
+      after = [
+        "systemd-modules-load.service"
+        "systemd-udevd.service"
+      ];
+      serviceConfig = import ./lib/hardening.nix { inherit lib; } // {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        ExecStart = waitScript;
+        DynamicUser = true;
+        # It only looks at /dev: the real one, not a private copy.
+        PrivateDevices = false;
+        DevicePolicy = "closed";
+        RestrictAddressFamilies = "none";
+        PrivateNetwork = true;
+        IPAddressDeny = "any";
+      };
+    };
   };
 }

@@ -128,17 +128,25 @@ let
   instanceUnit =
     name: inst:
     let
-      access = gpuAccess (gpuFacts inst);
+      access = gpuAccess {
+        gpus = gpuFacts inst;
+        compute = true;
+      };
       deps = map (n: "${unitName n}.service") inst.startAfter;
     in
     {
       description = "hydra inference instance ${name} (${inst.engine})";
       wantedBy = [ (if inst.userService then "default.target" else "multi-user.target") ];
-      after = deps ++ lib.optionals (!inst.userService) [
-        "network-online.target"
-        "systemd-modules-load.service"
-      ];
-      wants = deps ++ lib.optional (!inst.userService) "network-online.target";
+      after =
+        deps
+        ++ lib.optionals (!inst.userService) (
+          [
+            "network-online.target"
+            "systemd-modules-load.service"
+          ]
+          ++ access.units
+        );
+      wants = deps ++ lib.optionals (!inst.userService) ([ "network-online.target" ] ++ access.units);
       startLimitBurst = 5;
       startLimitIntervalSec = 1800;
       environment = access.environment;
@@ -517,10 +525,23 @@ in
           wants = [ "network-online.target" ] ++ map (n: "${unitName n}.service") (lib.attrNames systemInstances);
           startLimitBurst = 5;
           startLimitIntervalSec = 1800;
+          # As nixpkgs' services.litellm sets it: the package is in the read-only store and the
+          # host may have no route to the internet.
           environment = {
             HOME = "/var/lib/hydra-inference/gateway";
-            # Use the bundled model cost map instead of fetching it at start.
+            # LiteLLM rewrites its packaged UI at start; the store copy is read-only.
+            LITELLM_NON_ROOT = "true";
+            LITELLM_UI_PATH = "/var/lib/hydra-inference/gateway/ui";
+            CUSTOM_TIKTOKEN_CACHE_DIR = "/var/lib/hydra-inference/gateway/tiktoken-cache";
+            # The bundled copies instead of fetching them from GitHub at start.
             LITELLM_LOCAL_MODEL_COST_MAP = "True";
+            LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS = "True";
+            LITELLM_LOCAL_BLOG_POSTS = "True";
+            LITELLM_LOCAL_POLICY_TEMPLATES = "True";
+            # No telemetry.
+            SCARF_NO_ANALYTICS = "True";
+            DO_NOT_TRACK = "True";
+            ANONYMIZED_TELEMETRY = "False";
           };
           serviceConfig =
             hardening
@@ -532,7 +553,11 @@ in
               TimeoutStartSec = "5min";
               KillMode = "mixed";
               DynamicUser = true;
-              StateDirectory = "hydra-inference/gateway";
+              StateDirectory = [
+                "hydra-inference/gateway"
+                "hydra-inference/gateway/ui"
+                "hydra-inference/gateway/tiktoken-cache"
+              ];
               WorkingDirectory = "/var/lib/hydra-inference/gateway";
               ProtectHome = true;
               DevicePolicy = "closed";

@@ -1,6 +1,6 @@
 # NVIDIA driver profile, enabled when hydra.gpus lists an NVIDIA card: the open kernel module
 # (Blackwell requires it), headless driver setup, the persistence daemon, and exactly the
-# unfree package names the driver and the hosts' CUDA engines need.
+# unfree packages the driver and the hosts' CUDA engines need.
 {
   config,
   lib,
@@ -40,22 +40,6 @@ in
     '';
   };
 
-  options.hydra.nvidia.cudaPackageNames = lib.mkOption {
-    type = lib.types.listOf lib.types.str;
-    default = [
-      "cuda_cccl"
-      "cuda_cudart"
-      "cuda_nvcc"
-      "cudnn"
-      "libcublas"
-    ];
-    description = ''
-      Unfree CUDA packages the engines on NVIDIA hosts are built with (ollama-cuda, llama.cpp
-      with CUDA, PyTorch-based engines). Added to `hydra.unfree.allowedPackages` on hosts with
-      an NVIDIA GPU; extend it when an engine needs another CUDA library.
-    '';
-  };
-
   config = lib.mkIf config.hydra.nvidia.enable {
     # Headless: X is not enabled, but the driver is selected through videoDrivers.
     services.xserver.videoDrivers = [ "nvidia" ];
@@ -72,10 +56,18 @@ in
 
     hydra.unfree.allowedPackages = lib.concatLists [
       [ "nvidia-x11" ]
+      # The proprietary kernel module (pre-Turing cards) is its own unfree package.
+      (lib.optional (!nv.open) "nvidia-kernel-modules")
       (lib.optional nv.nvidiaSettings "nvidia-settings")
       (lib.optional nv.nvidiaPersistenced "nvidia-persistenced")
-      config.hydra.nvidia.cudaPackageNames
+      # cuDNN has its own EULA, not the CUDA one; its name has stayed the same.
+      [ "cudnn" ]
     ];
+    # The CUDA closure of the engines (ollama-cuda, llama.cpp with CUDA) by its license: its
+    # package names change between CUDA releases and layouts (cuda_cccl, then cccl from CUDA
+    # 13.3; cuda_crt and libnvvm from CUDA 13; libnvptxcompiler in the newer cuda_nvcc layout),
+    # and every one of them carries the CUDA EULA, which no package outside CUDA does.
+    hydra.unfree.allowedLicenses = [ lib.licenses.nvidiaCudaRedist.shortName ];
 
     assertions = [
       {

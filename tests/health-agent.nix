@@ -161,7 +161,7 @@ pkgs.testers.runNixOSTest {
             got = {(a["labels"]["alertname"], a["labels"]["check"], a["status"]) for a in received()}
             return wanted <= got
 
-        retry(all_arrived, timeout=60)
+        retry(all_arrived, 60)
         # and every delivery is marked done in the outbox
         machine.wait_until_succeeds(
             "hydra-health alerts --config /etc/hydra-health/config.json list | grep -q delivered"

@@ -82,7 +82,20 @@ HOSTS: dict[str, Expect] = {
     ),
 }
 
-CUDA_AND_DRIVER = ("nvidia-x11", "cuda_cudart", "cuda_nvcc", "cudnn", "libcublas")
+# The driver and the CUDA closure of every CUDA layout nixpkgs has had (cuda_cccl, then cccl;
+# cuda_crt and libnvvm from CUDA 13; libnvptxcompiler in the newer cuda_nvcc layout).
+CUDA_AND_DRIVER = (
+    "nvidia-x11",
+    "cuda_cudart",
+    "cuda_nvcc",
+    "cuda_cccl",
+    "cccl",
+    "cuda_crt",
+    "libnvvm",
+    "libnvptxcompiler",
+    "cudnn",
+    "libcublas",
+)
 NEVER_UNFREE = ("hello", "steam")
 
 
@@ -147,7 +160,10 @@ def host(report: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def exec_config(report: dict[str, Any], name: str, unit_name: str) -> dict[str, Any]:
-    configs = host(report, name)["execConfigs"].get(unit_name, [])
+    # The unit's JSON config (scripts it references are reported too).
+    configs = [
+        c for c in host(report, name)["execConfigs"].get(unit_name, []) if c["format"] == "json"
+    ]
     assert len(configs) == 1, f"{name}: {unit_name} should have one generated config: {configs}"
     value: dict[str, Any] = configs[0]["value"]
     return value
