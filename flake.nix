@@ -30,9 +30,9 @@
 
       nixosModules = {
         default = ./modules;
-        gpu-exporter = ./modules/gpu-exporter.nix;
-        inference = ./modules/inference.nix;
-        health-agent = ./modules/health-agent.nix;
+        gpu-exporter = ./modules/gpu-exporter;
+        inference = ./modules/inference;
+        health-agent = ./modules/health-agent;
       };
 
       nixosConfigurations = lib.genAttrs hosts (

@@ -2,10 +2,10 @@
 {
   imports = [
     ./fleet.nix
-    ./gpu-exporter.nix
+    ./gpu-exporter
     ./gpus.nix
-    ./health-agent.nix
-    ./inference.nix
+    ./health-agent
+    ./inference
     ./nvidia.nix
     ./rocm.nix
     ./unfree.nix

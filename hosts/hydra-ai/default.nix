@@ -48,7 +48,7 @@
         1
       ];
       # LAN clients use TabbyAPI's OpenAI-compatible API directly (no gateway on this host).
-      host = "0.0.0.0";
+      listenAddress = "0.0.0.0";
       port = 5000;
       openFirewall = true;
       model = "/var/lib/hydra/models/Llama-3.3-70B-Instruct-exl2-3.5bpw";

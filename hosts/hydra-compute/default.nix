@@ -40,7 +40,7 @@
         0
         1
       ];
-      host = "0.0.0.0";
+      listenAddress = "0.0.0.0";
       port = 11434;
       openFirewall = true;
       # The model the launcher loads before it reports ready (so ComfyUI starts after it).
@@ -59,7 +59,7 @@
       engine = "command";
       # ComfyUI renders on one card; Ollama may also use it, which is why it loads first.
       gpus = [ 1 ];
-      host = "0.0.0.0";
+      listenAddress = "0.0.0.0";
       port = 8188;
       openFirewall = true;
       startAfter = [ "ollama" ];

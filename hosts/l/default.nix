@@ -136,7 +136,7 @@ in
     # LiteLLM: the one LAN entry point, OpenAI API, routes to every instance above.
     gateway = {
       enable = true;
-      host = "0.0.0.0";
+      listenAddress = "0.0.0.0";
       port = 4000;
       masterKeyFile = "/run/secrets/litellm-master-key";
       openFirewall = true;

@@ -10,11 +10,10 @@ instance config.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -26,10 +25,9 @@ import pytest
 from hydra_fleet.core.config import load
 from hydra_fleet.exporter.config import ExporterConfig
 from hydra_fleet.health.config import load_config
+from tests.fleet.nixos_eval import REPO, run_tool
 
-REPO = Path(__file__).resolve().parents[3]
 GIB = 1024**3
-TOOL_TIMEOUT = 300
 
 
 @dataclass(frozen=True)
@@ -99,70 +97,17 @@ CUDA_AND_DRIVER = (
 NEVER_UNFREE = ("hello", "steam")
 
 
-def find_tool() -> Path | None:
-    candidates: list[Path] = []
-    if os.environ.get("NIXOS_EVAL"):
-        candidates.append(Path(os.environ["NIXOS_EVAL"]))
-    candidates.append(REPO.parent / "shared/tools/nixos-eval/run")
-    # In a git worktree, the main checkout's neighbour.
-    try:
-        common = subprocess.run(
-            ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
-        candidates.append(Path(common).parent.parent / "shared/tools/nixos-eval/run")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return next((c for c in candidates if c.is_file()), None)
-
-
-def run_tool(flake: Path, out: Path) -> dict[str, Any]:
-    """nixos-eval on `flake`; its JSON report, with the printed output and exit status."""
-    if not os.environ.get("NIXPKGS_LIB"):
-        pytest.skip("NIXPKGS_LIB is not set (nixpkgs' lib folder)")
-    if not (REPO / "flake.nix").is_file():
-        pytest.skip("not in a checkout of the repository (the Nix build has python/ only)")
-    if shutil.which("nix-instantiate") is None:
-        pytest.skip("nix-instantiate is not installed")
-    tool = find_tool()
-    if tool is None:
-        pytest.skip("nixos-eval not found (set NIXOS_EVAL or put shared/ beside the checkout)")
-    env = dict(os.environ)
-    # The VM test scripts' undefined-name check uses ruff when it is on PATH.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    done = subprocess.run(
-        [sys.executable, str(tool), "--json", str(out), str(flake)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=TOOL_TIMEOUT,
-        check=False,
-    )
-    assert out.is_file(), f"nixos-eval wrote no report (exit {done.returncode}):\n{done.stdout}"
-    data: dict[str, Any] = json.loads(out.read_text())
-    data["_output"] = done.stdout + done.stderr
-    data["_returncode"] = done.returncode
-    return data
-
-
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return run_tool(REPO, tmp_path_factory.mktemp("nixos-eval") / "report.json")
-
-
 def host(report: dict[str, Any], name: str) -> dict[str, Any]:
     result: dict[str, Any] = report["hosts"][name]["result"]
     return result
 
 
 def exec_config(report: dict[str, Any], name: str, unit_name: str) -> dict[str, Any]:
-    # The unit's JSON config (scripts it references are reported too).
+    # The unit's own config (the files it references, e.g. a siblings file, are reported too).
     configs = [
-        c for c in host(report, name)["execConfigs"].get(unit_name, []) if c["format"] == "json"
+        c
+        for c in host(report, name)["execConfigs"].get(unit_name, [])
+        if c["name"] == f"{unit_name}.json"
     ]
     assert len(configs) == 1, f"{name}: {unit_name} should have one generated config: {configs}"
     value: dict[str, Any] = configs[0]["value"]
@@ -352,11 +297,48 @@ def launcher() -> Path:
 def instance_config(
     report: dict[str, Any], name: str, instance: str, tmp_path: Path, **changes: Any
 ) -> Path:
-    """The generated config, with secret files (paths on the host) replaced by local ones."""
-    config = exec_config(report, name, unit(instance)) | changes
+    """The generated config, with secret files (paths on the host) replaced by local ones and
+    the siblings file (a store path on the host) by a local copy of its generated content."""
+    config = for_this_launcher(exec_config(report, name, unit(instance)) | changes)
+    siblings = config.pop("siblingsFile", None)
+    config = local_secrets(config, tmp_path)
+    if siblings is not None and "siblings_file" in launcher_fields():
+        others = {
+            other: for_this_launcher(local_secrets(value, tmp_path))
+            for other, value in siblings_of(report, name, instance).items()
+        }
+        config["siblingsFile"] = str(tmp_path / f"{name}-{instance}-siblings.json")
+        Path(config["siblingsFile"]).write_text(json.dumps(others))
     path = tmp_path / f"{name}-{instance}.json"
-    path.write_text(json.dumps(local_secrets(config, tmp_path)))
+    path.write_text(json.dumps(config))
     return path
+
+
+def siblings_of(report: dict[str, Any], name: str, instance: str) -> dict[str, Any]:
+    """The generated siblings file of an instance: the host's other instances' configs."""
+    wanted = f"{unit(instance)}-siblings.json"
+    (value,) = [
+        c["value"] for c in host(report, name)["execConfigs"][unit(instance)] if c["name"] == wanted
+    ]
+    siblings: dict[str, Any] = value
+    return siblings
+
+
+def launcher_fields() -> set[str]:
+    """The launcher config's field names (snake case) in this checkout."""
+    try:
+        from hydra_fleet.launcher.config import Instance  # noqa: PLC0415 (optional part)
+    except ImportError:
+        return set()
+    return {f.name for f in dataclasses.fields(Instance)}
+
+
+def for_this_launcher(config: dict[str, Any]) -> dict[str, Any]:
+    """The Nix side writes `listenAddress`; a launcher from before that rename reads `host`."""
+    if "listenAddress" in config and "host" in launcher_fields():
+        config = dict(config)
+        config["host"] = config.pop("listenAddress")
+    return config
 
 
 def local_secrets(value: Any, tmp_path: Path) -> Any:
