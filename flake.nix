@@ -16,14 +16,13 @@
           overlays = [ self.overlays.default ];
         };
 
-      # The fleet. Each host is hosts/<name>/default.nix on top of every hydra module.
-      hosts = [
-        "hydra-ai"
-        "hydra-compute"
-        "l"
-      ];
-      # file_sd targets of every host's exporter and health agent (see hosts/scrape-targets.nix).
-      scrapeTargets = import ./hosts/scrape-targets.nix { inherit lib; } self.nixosConfigurations;
+      # The fleet (fleet.nix): each NixOS host is hosts/<name>/default.nix on top of every hydra
+      # module.
+      fleet = import ./fleet.nix;
+      hosts = lib.attrNames (lib.filterAttrs (_: host: host.nixos) fleet.hosts);
+      # file_sd targets of every host's exporter and health agent (see hosts/scrape-targets.nix),
+      # from the static table, not from the evaluated hosts.
+      scrapeTargets = import ./hosts/scrape-targets.nix { inherit lib; } fleet;
     in
     {
       overlays.default = import ./overlays;
@@ -38,6 +37,8 @@
       nixosConfigurations = lib.genAttrs hosts (
         host:
         lib.nixosSystem {
+          # Static data only (the monitoring role scrapes these targets): nothing here is read
+          # back from the evaluated hosts.
           specialArgs.hydraFleet = { inherit scrapeTargets; };
           modules = [
             self.nixosModules.default
@@ -61,6 +62,13 @@
         // {
           # The Python package build runs its pytest suite in the check phase.
           inherit (pkgs) hydra-fleet;
+        }
+        # Each host's generated configs, checked by the services themselves (the same
+        # derivations the host's system links under /etc), without building the whole system.
+        // lib.mapAttrs' (
+          host: system: lib.nameValuePair "configs-${host}" system.config.system.build.hydraConfigChecks
+        ) self.nixosConfigurations
+        // {
           formatting = pkgs.runCommand "hydra-formatting" { nativeBuildInputs = [ pkgs.nixfmt-tree ]; } ''
             cd ${self}
             treefmt --ci --no-cache --tree-root . --walk filesystem

@@ -1,7 +1,6 @@
 # Every hydra module; hosts import this one file.
 {
   imports = [
-    ./fleet.nix
     ./gpu-exporter
     ./gpus.nix
     ./health-agent

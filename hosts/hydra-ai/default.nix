@@ -2,9 +2,21 @@
 # across both cards; only ExLlama splits a model across unequal cards.
 { pkgs, ... }:
 
+let
+  # TabbyAPI at the last commit that still has its ExLlamaV2 backend (79126f9, 2026-06-27; the
+  # next, c8b9a8f, removed it and kept ExLlamaV3 only). The 70B model here is EXL2 at 3.5 bpw,
+  # split by tensor parallel across the unequal 5090 + 4090, which only ExLlamaV2 does; moving on
+  # means requantising to EXL3 first. The hash is of that commit's tree (git archive).
+  tabbyapiSrc = pkgs.fetchFromGitHub {
+    owner = "theroyallab";
+    repo = "tabbyAPI";
+    rev = "79126f904c2e00aece026b36bb70bbb87e4892b2";
+    hash = "sha256-GO1FQ+tPSvb1eZ9tf/dKmwK+2H1SMQapHpbf9ABpevw=";
+  };
+in
 {
   imports = [
-    ./hardware.nix
+    ../hardware-placeholder.nix
     ../common.nix
   ];
 
@@ -34,13 +46,13 @@
     enable = true;
     instances.tabbyapi = {
       engine = "tabbyapi";
-      # nixpkgs has no TabbyAPI: it runs from its own checkout and virtualenv (ExLlamaV2 ships
-      # CUDA wheels matched to its PyTorch), installed by the operator in /var/lib/tabbyapi.
+      # nixpkgs has no TabbyAPI: the pinned checkout above runs in the operator's virtualenv in
+      # /var/lib/tabbyapi/venv (PyTorch and ExLlamaV2's CUDA wheels, matched to each other). No
+      # `cd`: hydra-launch owns the working directory, where it writes TabbyAPI's config.yml.
       package = pkgs.writeShellApplication {
         name = "tabbyapi";
         text = ''
-          cd /var/lib/tabbyapi
-          exec /var/lib/tabbyapi/venv/bin/python main.py "$@"
+          exec /var/lib/tabbyapi/venv/bin/python ${tabbyapiSrc}/main.py "$@"
         '';
       };
       gpus = [
@@ -59,13 +71,7 @@
       settings.model.tensor_parallel = true;
       apiKeyFile = "/run/secrets/tabbyapi-api-key";
       # Facts about the model, so the launcher's VRAM plan needs no model files to compute.
-      modelInfo = {
-        parameters = 70.6e9;
-        layers = 80;
-        kvHeads = 8;
-        headDim = 128;
-        bitsPerWeight = 3.5;
-      };
+      modelInfo = (import ../models.nix)."llama-3.3-70b-exl2-3.5bpw";
     };
   };
 }

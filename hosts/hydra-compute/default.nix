@@ -4,7 +4,7 @@
 
 {
   imports = [
-    ./hardware.nix
+    ../hardware-placeholder.nix
     ../common.nix
   ];
 
@@ -47,13 +47,7 @@
       # About 6 GiB per card with this context: the rest of card 1 is ComfyUI's.
       model = "qwen2.5:14b";
       contextLength = 16384;
-      modelInfo = {
-        parameters = 14.8e9;
-        layers = 48;
-        kvHeads = 8;
-        headDim = 128;
-        bitsPerWeight = 4.85;
-      };
+      modelInfo = (import ../models.nix)."qwen2.5-14b-q4_k_m";
     };
     instances.comfyui = {
       engine = "command";

@@ -95,13 +95,7 @@ in
       # Shares the MI50 with llama-mi50: together about 20 GiB of its 32.
       model = "llama3.1:8b";
       contextLength = 8192;
-      modelInfo = {
-        parameters = 8.03e9;
-        layers = 32;
-        kvHeads = 8;
-        headDim = 128;
-        bitsPerWeight = 4.85;
-      };
+      modelInfo = (import ../models.nix)."llama-3.1-8b-q4_k_m";
     };
     instances.llama-mi50 = {
       engine = "llama-cpp";
@@ -110,13 +104,7 @@ in
       port = 8090;
       model = "/var/lib/hydra/models/Qwen2.5-14B-Instruct-Q4_K_M.gguf";
       contextLength = 32768;
-      modelInfo = {
-        parameters = 14.8e9;
-        layers = 48;
-        kvHeads = 8;
-        headDim = 128;
-        bitsPerWeight = 4.85;
-      };
+      modelInfo = (import ../models.nix)."qwen2.5-14b-q4_k_m";
     };
     instances.llama-w7500 = {
       engine = "llama-cpp";
@@ -125,13 +113,7 @@ in
       port = 8091;
       model = "/var/lib/hydra/models/Qwen2.5-7B-Instruct-Q4_K_M.gguf";
       contextLength = 8192;
-      modelInfo = {
-        parameters = 7.62e9;
-        layers = 28;
-        kvHeads = 4;
-        headDim = 128;
-        bitsPerWeight = 4.85;
-      };
+      modelInfo = (import ../models.nix)."qwen2.5-7b-q4_k_m";
     };
     # LiteLLM: the one LAN entry point, OpenAI API, routes to every instance above.
     gateway = {

@@ -36,11 +36,15 @@ let
     command = "hydra-gpu-exporter --config ${lib.escapeShellArg configFile} --check";
   };
 
+  # A file of the host (not in the store) cannot be read at build time.
+  checkable = builtins.isPath configFile || lib.hasPrefix builtins.storeDir (toString configFile);
+
   endpoint = "http://${service.localEndpoint cfg}";
   health = config.services.hydra-health;
 in
 {
   imports = [
+    ../config-checks.nix
     ../gpus.nix
     # For services.hydra-health.checks, which this module fills when the agent is enabled.
     ../health-agent
@@ -159,9 +163,8 @@ in
           lib.mkDefault pkgs.hydra-fleet-rocm
         );
 
-        environment.etc."hydra-gpu-exporter/check.txt" = lib.mkIf (
-          builtins.isPath configFile || lib.hasPrefix builtins.storeDir (toString configFile)
-        ) { source = checked; };
+        hydra.configChecks.hydra-gpu-exporter = lib.mkIf checkable checked;
+        environment.etc."hydra-gpu-exporter/check.txt" = lib.mkIf checkable { source = checked; };
 
         # Checks for the health agent, when it runs; a check of the same name in the host's
         # services.hydra-health.checks replaces one of these.

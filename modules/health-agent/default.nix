@@ -259,6 +259,9 @@ let
       jsonFormat.generate "hydra-health.json" agentSettings;
   gateFile = jsonFormat.generate "hydra-health-gate.json" gateSettings;
 
+  # A file of the host (not in the store) cannot be read at build time.
+  checkable = builtins.isPath configFile || lib.hasPrefix builtins.storeDir (toString configFile);
+
   # `hydra-health check --static` validates (checks, dependencies, sinks) and runs no check.
   checked = service.checkedFile pkgs {
     name = "hydra-health-check";
@@ -292,6 +295,7 @@ let
     };
 in
 {
+  imports = [ ../config-checks.nix ];
 
   options.services.hydra-health =
     service.listenerOptions {
@@ -459,9 +463,8 @@ in
           text = polkitRule;
         };
         environment.etc."hydra-health/config.json".source = gateFile;
-        environment.etc."hydra-health/check.txt" = lib.mkIf (
-          builtins.isPath configFile || lib.hasPrefix builtins.storeDir (toString configFile)
-        ) { source = checked; };
+        hydra.configChecks.hydra-health = lib.mkIf checkable checked;
+        environment.etc."hydra-health/check.txt" = lib.mkIf checkable { source = checked; };
         environment.systemPackages = [ cfg.package ];
 
         systemd.services.hydra-health = service.mkUnit {

@@ -13,6 +13,19 @@ let
   service = import ../lib/service.nix { inherit lib; };
   jsonFormat = pkgs.formats.json { };
   engines = import ./engines.nix { inherit lib pkgs; };
+  rocmTargets = import ../lib/rocm-targets.nix { inherit lib; };
+
+  # The AMD cards of an instance its ROCm build has no kernels for (a card missing from the
+  # build falls back to CPU or fails at load). Unknown targets (the package does not say)
+  # pass: the launcher's preflight still checks the card at start.
+  missingRocmTargets =
+    inst:
+    let
+      built = rocmTargets.package inst.package;
+      blas = rocmTargets.rocblas pkgs.rocmPackages;
+      lacks = targets: gpu: targets != null && !(lib.elem gpu.arch targets);
+    in
+    lib.filter (gpu: gpu.vendor == "amd" && (lacks built gpu || lacks blas gpu)) (gpuFacts inst);
 
   unitName = name: "hydra-inference-${name}";
 
@@ -88,6 +101,8 @@ let
       lib.concatMapStringsSep " " (file: "--config ${lib.escapeShellArg "${file}"}") configFiles
     }";
   };
+
+  plannable = cfg.instances != { } && lib.all inStore configFiles;
 
   systemInstances = lib.filterAttrs (_: inst: !inst.userService) cfg.instances;
   userInstances = lib.filterAttrs (_: inst: inst.userService && inst.user != null) cfg.instances;
@@ -375,6 +390,7 @@ let
 in
 {
   imports = [
+    ../config-checks.nix
     ../gpus.nix
     ./gateway.nix
     # For services.hydra-health.checks (filled when the agent is enabled) and the exporter's
@@ -432,6 +448,15 @@ in
                   message = "services.hydra-inference.instances.${name}.package: nixpkgs has no package for engine ${inst.engine}; set package.";
                 }
                 {
+                  assertion = missingRocmTargets inst == [ ];
+                  message =
+                    let
+                      archs = lib.unique (map (gpu: gpu.arch) (missingRocmTargets inst));
+                      quoted = lib.concatMapStringsSep " " (a: ''"${a}"'') archs;
+                    in
+                    "services.hydra-inference.instances.${name}: its ROCm build has no kernels for ${lib.concatStringsSep ", " archs} (${lib.concatMapStringsSep ", " (gpu: gpu.model) (missingRocmTargets inst)}); build it for the card: package = <its ROCm package, e.g. pkgs.ollama-rocm>.override { rocmGpuTargets = [ ${quoted} ]; } (if rocBLAS lacks it too, build rocmPackages with clr.localGpuTargets = [ ${quoted} ] in an overlay).";
+                }
+                {
                   assertion = !inst.userService || inst.user != null;
                   message = "services.hydra-inference.instances.${name}.userService needs user set to the login user.";
                 }
@@ -449,9 +474,8 @@ in
             ];
 
           # The plan of every instance together, for the operator (and the build's check).
-          environment.etc."hydra-inference/plan.txt" = lib.mkIf (
-            cfg.instances != { } && lib.all inStore configFiles
-          ) { source = plan; };
+          hydra.configChecks.hydra-inference = lib.mkIf plannable plan;
+          environment.etc."hydra-inference/plan.txt" = lib.mkIf plannable { source = plan; };
 
           systemd.services = lib.mapAttrs' (
             name: inst: lib.nameValuePair (unitName name) (systemUnit name inst)

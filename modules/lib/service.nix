@@ -153,8 +153,13 @@ in
       package,
       command,
     }:
+    let
+      script = pkgs.writeShellScript "${name}.sh" ''
+        ${command}
+      '';
+    in
     pkgs.runCommand name { nativeBuildInputs = [ package ]; } ''
-      if ! ${command} > "$out" 2>&1; then
+      if ! ${script} > "$out" 2>&1; then
         cat "$out" >&2
         exit 1
       fi

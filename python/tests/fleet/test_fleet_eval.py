@@ -80,6 +80,8 @@ HOSTS: dict[str, Expect] = {
     ),
 }
 
+ALL_INSTANCES = [(name, i) for name, e in sorted(HOSTS.items()) for i in sorted(e.instances)]
+
 # The driver and the CUDA closure of every CUDA layout nixpkgs has had (cuda_cccl, then cccl;
 # cuda_crt and libnvvm from CUDA 13; libnvptxcompiler in the newer cuda_nvcc layout).
 CUDA_AND_DRIVER = (
@@ -186,6 +188,107 @@ def test_each_unit_may_open_only_its_own_gpus(report: dict[str, Any], name: str)
         assert nvidia_nodes(exporter) == set(expect.gpu_indices)
     else:
         assert nvidia_nodes(exporter) == set()
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_gpu_units_start_after_the_device_nodes_and_get_only_what_they_use(
+    report: dict[str, Any], name: str
+) -> None:
+    """Exact device paths are safe only once the nodes exist: every unit given one is ordered
+    after the unit that waits for them. Engines get unified memory, the exporter does not,
+    nothing gets the profiler node, and the exporter keeps no capability."""
+    services = host(report, name)["services"]
+    assert "hydra-gpu-devices" in services, f"{name}: no unit waits for the GPU nodes"
+    for unit_name, service in services.items():
+        if not unit_name.startswith("hydra-"):
+            continue
+        allow = service["serviceConfig"].get("DeviceAllow", [])
+        assert not any("nvidia-uvm-tools" in entry for entry in allow), f"{unit_name}: {allow}"
+        if any(entry.startswith("/dev/") for entry in allow):
+            assert "hydra-gpu-devices.service" in service["after"], unit_name
+            assert "hydra-gpu-devices.service" in service["wants"], unit_name
+        if unit_name != "hydra-gpu-devices":
+            assert int(service["serviceConfig"]["LimitNOFILE"]) >= 65536, unit_name
+    exporter = services["hydra-gpu-exporter"]["serviceConfig"]
+    assert exporter.get("CapabilityBoundingSet") == [""], exporter.get("CapabilityBoundingSet")
+    assert not exporter.get("AmbientCapabilities", [""])[0], exporter.get("AmbientCapabilities")
+    exporter_allow = exporter.get("DeviceAllow", [])
+    assert not any("nvidia-uvm" in entry or "kfd" in entry for entry in exporter_allow)
+    for instance in HOSTS[name].instances:
+        allow = services[unit(instance)]["serviceConfig"]["DeviceAllow"]
+        if HOSTS[name].vendor == "nvidia":
+            assert "/dev/nvidia-uvm rw" in allow, f"{name}: {instance} {allow}"
+            assert "/dev/nvidiactl rw" in allow, f"{name}: {instance} {allow}"
+    for other in ("hydra-health", "hydra-inference-gateway"):
+        if other in services:
+            assert not services[other]["serviceConfig"].get("DeviceAllow"), other
+            assert "hydra-gpu-devices.service" not in services[other]["after"], other
+
+
+@pytest.mark.parametrize(
+    ("name", "instance"), [(n, i) for n, e in HOSTS.items() for i in e.instances]
+)
+def test_each_instance_config_names_the_other_instances_of_its_host(
+    report: dict[str, Any], name: str, instance: str
+) -> None:
+    """The runtime VRAM ledger: the siblings file holds the other instances' configs as their
+    own units read them (without a siblings file of their own, so nothing refers to itself)."""
+    config = exec_config(report, name, unit(instance))
+    assert config["siblingsFile"].startswith("/nix/store/"), config.get("siblingsFile")
+    siblings = siblings_of(report, name, instance)
+    assert set(siblings) == set(HOSTS[name].instances) - {instance}
+    for other, value in siblings.items():
+        own = dict(exec_config(report, name, unit(other)))
+        own.pop("siblingsFile")
+        assert value == own, f"{name}: {instance}'s copy of {other} differs from {other}'s"
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_each_service_contributes_its_own_health_checks(report: dict[str, Any], name: str) -> None:
+    """The agent watches what the host runs because each module adds its checks."""
+    agent = exec_config(report, name, "hydra-health")
+    checks = agent["checks"]
+    expected = {"gpu-exporter", "gpus"} | {f"inference-{i}" for i in HOSTS[name].instances}
+    if HOSTS[name].gateway:
+        expected.add("inference-gateway")
+    assert set(checks) == expected
+    assert checks["gpu-exporter"]["url"] == "http://127.0.0.1:9445/healthz"
+    for instance, gpus in HOSTS[name].instances.items():
+        check = checks[f"inference-{instance}"]
+        assert check["unit"] == f"{unit(instance)}.service"
+        assert check.get("dependsOn", []) == (["gpus"] if gpus else [])
+    if HOSTS[name].gateway:
+        gateway = checks["inference-gateway"]
+        assert set(gateway["dependsOn"]) == {f"inference-{i}" for i in HOSTS[name].instances}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_generated_configs_are_checked_when_the_system_is_built(
+    report: dict[str, Any], name: str
+) -> None:
+    """The services' own checks are part of the system (linked under /etc) and of the flake's
+    checks, so a config they refuse fails the build, not the start."""
+    etc = host(report, name)["etc"]
+    for entry in (
+        "hydra-gpu-exporter/check.txt",
+        "hydra-health/check.txt",
+        "hydra-inference/plan.txt",
+    ):
+        assert etc.get(entry, {}).get("source", "").startswith("/nix/store/"), f"{name}: {entry}"
+    assert f"configs-{name}" in report["checks"], sorted(report["checks"])
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_key_only_root_login_without_a_key_warns(report: dict[str, Any], name: str) -> None:
+    """No host configures the operator's key yet: each says so at evaluation."""
+    warnings = host(report, name)["warnings"]
+    assert any("authorizedKeys has no key" in w for w in warnings), warnings
+
+
+def test_scrape_targets_and_hosts_come_from_one_fleet_table(report: dict[str, Any]) -> None:
+    """fleet.nix lists the NixOS hosts the flake builds; hydra-storage is in it, not built."""
+    assert set(report["names"]["hosts"]) == set(HOSTS)
+    assert "hydra-storage" in (REPO / "fleet.nix").read_text()
 
 
 @pytest.mark.parametrize("name", sorted(HOSTS))
@@ -383,9 +486,6 @@ def test_generated_exporter_and_agent_configs_load(
             assert f"{unit_name}.service" in watched or unit_name in watched, unit_name
 
 
-ALL_INSTANCES = [(name, i) for name, e in sorted(HOSTS.items()) for i in sorted(e.instances)]
-
-
 @pytest.mark.parametrize(("name", "instance"), ALL_INSTANCES)
 def test_generated_launcher_config_passes_check(
     report: dict[str, Any], name: str, instance: str, tmp_path: Path
@@ -476,6 +576,42 @@ PROBE_FLAKE = """
             };
           };
         };
+        rocm-without-gfx906 = mk {
+          hydra.gpus = [ mi50 ];
+          services.hydra-inference = {
+            enable = true;
+            instances.llm = {
+              engine = "ollama";
+              # What nixpkgs' ollama passes to CMake (a derivation attribute there; the
+              # stand-in shows a derivation's attributes through passthru), for other cards.
+              package = nixpkgs.legacyPackages.x86_64-linux.ollama-rocm.overrideAttrs {
+                passthru.preBuild = "cmake -B build -DAMDGPU_TARGETS='gfx1030;gfx1100'";
+              };
+              gpus = [ 0 ];
+              model = "llama3.1:8b";
+              contextLength = 4096;
+            };
+          };
+        };
+        rocm-with-gfx906 = mk {
+          hydra.gpus = [ mi50 ];
+          services.hydra-inference = {
+            enable = true;
+            instances.llm = {
+              engine = "ollama";
+              package = nixpkgs.legacyPackages.x86_64-linux.ollama-rocm.overrideAttrs {
+                passthru.preBuild = "cmake -B build -DAMDGPU_TARGETS='gfx906;gfx1102'";
+              };
+              gpus = [ 0 ];
+              model = "llama3.1:8b";
+              contextLength = 4096;
+            };
+          };
+        };
+        agent-alone = mk {
+          services.hydra-gpu-exporter.enable = false;
+          services.hydra-health.enable = true;
+        };
         described-only = mk {
           hydra.gpus = [ rtx5090 mi50 ];
           hydra.nvidia.enable = false;
@@ -533,6 +669,27 @@ def test_only_the_user_with_a_user_service_lingers(probes: dict[str, dict[str, A
     assert "hydra-inference-notebook" in result["userServices"]
     assert "hydra-inference-notebook" not in result["services"]
     assert result["lingerUsers"] == ["alice"]
+
+
+def test_rocm_build_without_the_cards_target_is_refused_with_the_fix(
+    probes: dict[str, dict[str, Any]],
+) -> None:
+    """An MI50 (gfx906) behind an Ollama built for other cards fails at evaluation, naming the
+    override that builds it for the card; one built for gfx906 passes."""
+    failed = probes["rocm-without-gfx906"]["failedAssertions"]
+    assert any("no kernels for gfx906" in m and "rocmGpuTargets" in m for m in failed), failed
+    assert probes["rocm-with-gfx906"]["failedAssertions"] == []
+
+
+def test_the_agent_alone_watches_nothing_it_was_not_given(
+    probes: dict[str, dict[str, Any]],
+) -> None:
+    """The agent's module knows no other service: with none enabled it has no checks."""
+    result = probes["agent-alone"]
+    assert result["failedAssertions"] == []
+    (config,) = [c["value"] for c in result["execConfigs"]["hydra-health"] if c["format"] == "json"]
+    assert config["checks"] == {}
+    assert "hydra-gpu-exporter" not in result["services"]
 
 
 def test_described_cards_without_drivers_allow_nothing_unfree(

@@ -1,5 +1,7 @@
-# hydra-ai hardware. The file-system entries below are placeholders: replace the marked block
-# with what `nixos-generate-config --show-hardware-config` prints on this machine.
+# Hardware of the NVIDIA hosts (hydra-ai, hydra-compute) until each has its own: the file-system
+# entries below are placeholders. On a machine, copy this file to hosts/<host>/hardware.nix,
+# import that instead, and replace the marked block with what
+# `nixos-generate-config --show-hardware-config` prints there.
 {
   config,
   lib,
