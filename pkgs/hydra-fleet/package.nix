@@ -7,43 +7,23 @@
   withRocm ? false,
 }:
 
-let
-  sourceParts = [
-    ../../python/pyproject.toml
-    ../../python/src
-    ../../python/tests
-    ../../monitoring
-  ];
-in
 python3Packages.buildPythonApplication (finalAttrs: {
   pname = "hydra-fleet";
-  version = "0.1.0";
+  # The version lives in one place: the Python project's metadata.
+  version = (lib.importTOML ../../python/pyproject.toml).project.version;
   pyproject = true;
 
   # Only what the build and its tests read, so edits elsewhere do not rebuild the package.
   # monitoring/ comes along so the alert-rule and dashboard tests run in the build too.
-  src =
-    if builtins ? readFileType then
-      lib.fileset.toSource {
-        root = ../..;
-        fileset = lib.fileset.unions sourceParts;
-      }
-    else
-      # lib.fileset needs builtins.readFileType (Nix 2.14); the same selection for older
-      # evaluators (Debian's Nix 2.8, on which the flake's stand-in evaluation runs).
-      lib.cleanSourceWith {
-        src = ../..;
-        filter =
-          path: _type:
-          lib.any (
-            part:
-            let
-              p = toString part;
-            in
-            # the part itself, what is inside it, and the folders above it
-            path == p || lib.hasPrefix "${p}/" path || lib.hasPrefix "${path}/" p
-          ) sourceParts;
-      };
+  src = lib.fileset.toSource {
+    root = ../..;
+    fileset = lib.fileset.unions [
+      ../../python/pyproject.toml
+      ../../python/src
+      ../../python/tests
+      ../../monitoring
+    ];
+  };
 
   # The Python project is python/ inside that source; later phases run from there.
   preBuild = ''
