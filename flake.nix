@@ -66,7 +66,8 @@
         # Each host's generated configs, checked by the services themselves (the same
         # derivations the host's system links under /etc), without building the whole system.
         // lib.mapAttrs' (
-          host: system: lib.nameValuePair "configs-${host}" system.config.system.build.hydraConfigChecks
+          host: system:
+          lib.nameValuePair "configs-${host}" system.config.system.build.hydraConfigChecks
         ) self.nixosConfigurations
         // {
           formatting = pkgs.runCommand "hydra-formatting" { nativeBuildInputs = [ pkgs.nixfmt-tree ]; } ''

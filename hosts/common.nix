@@ -1,6 +1,10 @@
 # What every hydra host shares: remote administration for `make deploy`, flakes, and the two
 # fleet services (GPU exporter, health agent) reachable by hydra-storage's Prometheus.
-{ config, lib, ... }:
+{
+  config,
+  lib,
+  ...
+}:
 
 let
   fleet = import ../fleet.nix;

@@ -45,7 +45,9 @@ let
         '';
       };
       pciBusId = lib.mkOption {
-        type = lib.types.nullOr (lib.types.strMatching "[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\\.[0-7]");
+        type = lib.types.nullOr (
+          lib.types.strMatching "[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\\.[0-7]"
+        );
         default = null;
         example = "0000:43:00.0";
         description = ''

@@ -1,8 +1,9 @@
 # Scoped unfree: every module lists the unfree package names it needs in
 # hydra.unfree.allowedPackages (and, for a family of packages whose names change between
 # releases, the license they all carry in hydra.unfree.allowedLicenses), and this module turns
-# the merged lists into the one nixpkgs.config.allowUnfreePredicate. (nixpkgs.config keeps only one definition of a
-# function-valued key, so a predicate written in two modules silently drops one of them.)
+# the merged lists into the one nixpkgs.config.allowUnfreePredicate. (nixpkgs.config keeps only
+# one definition of a function-valued key, so a predicate written in two modules silently drops
+# one of them.)
 {
   config,
   lib,

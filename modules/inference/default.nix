@@ -59,7 +59,8 @@ let
         model = if inst.model == "" then null else inst.model;
         command = if inst.engine == "command" then inst.command else null;
         probePath = if inst.engine == "command" then inst.probePath else null;
-        executable = if inst.package == null then null else engines.${inst.engine}.binary inst.package;
+        executable =
+          if inst.package == null then null else engines.${inst.engine}.binary inst.package;
         # systemd's LoadCredential copy; a user service reads the file itself.
         apiKeyFile =
           if inst.apiKeyFile == null then
@@ -107,7 +108,8 @@ let
   systemInstances = lib.filterAttrs (_: inst: !inst.userService) cfg.instances;
   userInstances = lib.filterAttrs (_: inst: inst.userService && inst.user != null) cfg.instances;
 
-  execStart = name: inst: "${lib.getExe' cfg.package "hydra-launch"} run --config ${configFile name inst}";
+  execStart =
+    name: inst: "${lib.getExe' cfg.package "hydra-launch"} run --config ${configFile name inst}";
 
   launcherService = name: inst: {
     Type = "notify";
@@ -492,7 +494,8 @@ in
 
           services.hydra-health.checks = lib.mkIf (health.enable && health.autoChecks) (
             lib.mapAttrs' (
-              name: inst: lib.nameValuePair "inference-${name}" (lib.mkDefault (instanceCheck name inst))
+              name: inst:
+              lib.nameValuePair "inference-${name}" (lib.mkDefault (instanceCheck name inst))
             ) cfg.instances
           );
       }

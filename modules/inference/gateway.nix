@@ -117,7 +117,8 @@ in
       {
         assertions = [
           {
-            assertion = !(cfg.masterKeyFile != null && lib.hasPrefix builtins.storeDir cfg.masterKeyFile);
+            assertion =
+              !(cfg.masterKeyFile != null && lib.hasPrefix builtins.storeDir cfg.masterKeyFile);
             message = "services.hydra-inference.gateway.masterKeyFile is in the Nix store, which is world-readable; point it at a runtime secret.";
           }
         ];
@@ -162,7 +163,9 @@ in
           serviceConfig = {
             Type = "notify";
             NotifyAccess = "main";
-            ExecStart = "${lib.getExe' inference.package "hydra-launch"} run --config ${gatewayLaunch}";
+            ExecStart = "${
+              lib.getExe' inference.package "hydra-launch"
+            } run --config ${gatewayLaunch}";
             TimeoutStartSec = "5min";
             KillMode = "mixed";
             DynamicUser = true;
@@ -174,10 +177,18 @@ in
             WorkingDirectory = stateDir;
             LoadCredential =
               lib.optional (cfg.masterKeyFile != null) "masterKey:${cfg.masterKeyFile}"
-              ++ lib.mapAttrsToList (name: inst: "apiKey-${name}:${inst.apiKeyFile}") keyedInstances;
-            # Deviation, as nixpkgs' services.litellm: its Python dependencies (cffi callbacks,
-            # tokenizers) may map writable code.
+              ++ lib.mapAttrsToList (
+                name: inst: "apiKey-${name}:${inst.apiKeyFile}"
+              ) keyedInstances;
+            # Deviations, as nixpkgs' services.litellm leaves them: its Python dependencies
+            # (cffi callbacks, tokenizers) may map writable code, read /proc/meminfo and
+            # /proc/cpuinfo (psutil, thread pools) and set CPU affinity.
             MemoryDenyWriteExecute = false;
+            ProcSubset = "all";
+            SystemCallFilter = [
+              "@system-service"
+              "~@privileged"
+            ];
           };
         };
       }

@@ -23,7 +23,10 @@ let
   amd = builtins.filter (gpu: gpu.vendor == "amd") gpus;
   renderNode =
     gpu:
-    if gpu.pciBusId == null then "char-drm rw" else "/dev/dri/by-path/pci-${gpu.pciBusId}-render rw";
+    if gpu.pciBusId == null then
+      "char-drm rw"
+    else
+      "/dev/dri/by-path/pci-${gpu.pciBusId}-render rw";
   deviceAllow =
     lib.optionals (nvidia != [ ]) (
       [ "/dev/nvidiactl rw" ]

@@ -14,14 +14,12 @@ let
       m = builtins.match ".*-DAMDGPU_TARGETS='([^']*)'.*" (pkg.preBuild or "");
     in
     if m == null then null else split (builtins.head m);
+  targetFlag = builtins.match "-D(CMAKE_HIP_ARCHITECTURES|AMDGPU_TARGETS|GPU_TARGETS)(:STRING)?=(.*)";
   fromCmakeFlags =
     pkg:
     let
-      matches = lib.filter (m: m != null) (
-        map (
-          flag: builtins.match "-D(CMAKE_HIP_ARCHITECTURES|AMDGPU_TARGETS|GPU_TARGETS)(:STRING)?=(.*)" flag
-        ) (lib.filter builtins.isString (pkg.cmakeFlags or [ ]))
-      );
+      flags = lib.filter builtins.isString (pkg.cmakeFlags or [ ]);
+      matches = lib.filter (m: m != null) (map targetFlag flags);
     in
     if matches == [ ] then null else split (lib.elemAt (builtins.head matches) 2);
 in

@@ -72,7 +72,9 @@ in
       opened = lib.filterAttrs (_: l: l.openFirewall) listeners;
       everywhere = lib.filterAttrs (_: l: l.firewallInterfaces == [ ]) opened;
       onInterfaces = lib.filterAttrs (_: l: l.firewallInterfaces != [ ]) opened;
-      interfaces = lib.unique (lib.concatMap (l: l.firewallInterfaces) (lib.attrValues onInterfaces));
+      interfaces = lib.unique (
+        lib.concatMap (l: l.firewallInterfaces) (lib.attrValues onInterfaces)
+      );
     in
     {
       assertions = lib.mapAttrsToList (path: listener: {
@@ -138,7 +140,8 @@ in
       # health agent's budgeted remediation) starts it again.
       startLimitBurst = 5;
       inherit startLimitIntervalSec;
-      serviceConfig = import ./hardening.nix { inherit lib; } // restartPolicy // devices // serviceConfig;
+      serviceConfig =
+        import ./hardening.nix { inherit lib; } // restartPolicy // devices // serviceConfig;
     };
 
   # The config file `file`, checked at build time by `command` (the service's own validator,

@@ -93,6 +93,28 @@ def test_every_hydra_unit_scores_at_most_two(
 
 
 @pytest.mark.usefixtures("analyze")
+def test_every_hydra_unit_of_the_vm_tests_scores_at_most_two(
+    report: dict[str, Any], tmp_path: Path
+) -> None:
+    """The VM tests run the modules as the hosts do, sandbox included."""
+    too_exposed, scored = {}, []
+    for check, entry in report["checks"].items():
+        nodes = entry.get("result", {}).get("nodes", {})
+        for node, result in nodes.items():
+            for name, unit in result["services"].items():
+                if not name.startswith("hydra-"):
+                    continue
+                scored.append(f"{check}/{node}/{name}")
+                path = tmp_path / f"{check}-{node}-{name}.service"
+                path.write_text(render_unit(name, unit))
+                score, table = exposure(path)
+                if score > MAX_EXPOSURE:
+                    too_exposed[f"{check}/{node}/{name}"] = f"{score}\n{table}"
+    assert len(scored) >= 3, f"the VM tests should run hydra units: {scored}"
+    assert not too_exposed, "\n".join(f"{n} scores {t}" for n, t in too_exposed.items())
+
+
+@pytest.mark.usefixtures("analyze")
 def test_an_unhardened_unit_fails_the_bound(tmp_path: Path) -> None:
     """The scorer sees the difference: a bare unit is far above the bound."""
     path = tmp_path / "bare.service"
