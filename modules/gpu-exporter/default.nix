@@ -36,8 +36,7 @@ let
     command = "hydra-gpu-exporter --config ${lib.escapeShellArg configFile} --check";
   };
 
-  # A file of the host (not in the store) cannot be read at build time.
-  checkable = builtins.isPath configFile || lib.hasPrefix builtins.storeDir (toString configFile);
+  checkable = service.inStore configFile;
 
   endpoint = "http://${service.localEndpoint cfg}";
   health = config.services.hydra-health;
@@ -136,16 +135,7 @@ in
         };
       };
 
-      configFile = lib.mkOption {
-        type = lib.types.nullOr lib.types.path;
-        default = null;
-        example = "/etc/hydra-gpu-exporter/custom.json";
-        description = ''
-          Your own configuration file instead of the one generated from
-          {option}`services.hydra-gpu-exporter.settings` (which is then ignored). Checked at
-          build time when it is in the Nix store.
-        '';
-      };
+      configFile = service.configFileOption "services.hydra-gpu-exporter.settings";
 
       extraArgs = lib.mkOption {
         type = lib.types.listOf lib.types.str;

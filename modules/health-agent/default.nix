@@ -259,8 +259,7 @@ let
       jsonFormat.generate "hydra-health.json" agentSettings;
   gateFile = jsonFormat.generate "hydra-health-gate.json" gateSettings;
 
-  # A file of the host (not in the store) cannot be read at build time.
-  checkable = builtins.isPath configFile || lib.hasPrefix builtins.storeDir (toString configFile);
+  checkable = service.inStore configFile;
 
   # `hydra-health check --static` validates (checks, dependencies, sinks) and runs no check.
   checked = service.checkedFile pkgs {
@@ -437,14 +436,7 @@ in
         '';
       };
 
-      configFile = lib.mkOption {
-        type = lib.types.nullOr lib.types.path;
-        default = null;
-        description = ''
-          Your own agent configuration instead of the generated one
-          ({option}`services.hydra-health.settings` and the options above are then ignored).
-        '';
-      };
+      configFile = service.configFileOption "services.hydra-health.settings";
     };
 
   config = lib.mkIf cfg.enable (

@@ -91,7 +91,6 @@ let
       );
 
   configFiles = lib.mapAttrsToList configFile cfg.instances;
-  inStore = path: builtins.isPath path || lib.hasPrefix builtins.storeDir (toString path);
 
   # Every instance of the host validated and planned together by the launcher: exit 78 with the
   # per-GPU table fails the build when the instances do not fit their GPUs side by side.
@@ -103,7 +102,7 @@ let
     }";
   };
 
-  plannable = cfg.instances != { } && lib.all inStore configFiles;
+  plannable = cfg.instances != { } && lib.all service.inStore configFiles;
 
   systemInstances = lib.filterAttrs (_: inst: !inst.userService) cfg.instances;
   userInstances = lib.filterAttrs (_: inst: inst.userService && inst.user != null) cfg.instances;
@@ -178,13 +177,7 @@ let
       LD_LIBRARY_PATH = "/run/opengl-driver/lib";
     };
     unitConfig.ConditionUser = inst.user;
-    serviceConfig = launcherService name inst // {
-      Restart = "on-failure";
-      RestartSec = "2s";
-      RestartSteps = 8;
-      RestartMaxDelaySec = "5min";
-      RestartPreventExitStatus = [ 78 ];
-    };
+    serviceConfig = launcherService name inst // service.restartPolicy;
   };
 
   health = config.services.hydra-health;
@@ -321,14 +314,7 @@ let
               documents them), merged over the generated ones.
             '';
           };
-          configFile = lib.mkOption {
-            type = lib.types.nullOr lib.types.path;
-            default = null;
-            description = ''
-              Your own launcher config for this instance instead of the generated one. Checked
-              with the others at build time when it is in the Nix store.
-            '';
-          };
+          configFile = service.configFileOption "services.hydra-inference.instances.${name}.settings";
           environment = lib.mkOption {
             type = lib.types.attrsOf lib.types.str;
             default = { };

@@ -101,14 +101,7 @@ in
           merged over the generated `model_list` (one model per instance) and master key.
         '';
       };
-      configFile = lib.mkOption {
-        type = lib.types.nullOr lib.types.path;
-        default = null;
-        description = ''
-          Your own LiteLLM config instead of the one generated from
-          {option}`services.hydra-inference.gateway.settings`.
-        '';
-      };
+      configFile = service.configFileOption "services.hydra-inference.gateway.settings";
     };
 
   config = lib.mkIf (inference.enable && cfg.enable) (

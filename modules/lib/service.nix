@@ -12,9 +12,22 @@
 let
   addresses = import ./addresses.nix { inherit lib; };
   gpuAccess = import ./gpu-access.nix { inherit lib; };
+
+  # The restart policy of every hydra unit: bounded exponential backoff, and no restart of a
+  # configuration the service refused.
+  restartPolicy = {
+    Restart = "on-failure";
+    RestartSec = "2s";
+    # 2 s, doubling over 8 steps up to 5 min.
+    RestartSteps = 8;
+    RestartMaxDelaySec = "5min";
+    # 78 (EX_CONFIG): the configuration cannot work; a restart will not change that.
+    RestartPreventExitStatus = [ 78 ];
+  };
 in
 {
   inherit (addresses) isLoopback localHost;
+  inherit restartPolicy;
 
   # What a client on this host connects to for a listener: host:port, IPv6 bracketed.
   localEndpoint =
@@ -62,6 +75,23 @@ in
         '';
       };
     };
+
+  # `configFile`: a service's own config file instead of the generated one. `settings`: the
+  # option path of what it replaces, for the description.
+  configFileOption =
+    settings:
+    lib.mkOption {
+      type = lib.types.nullOr lib.types.path;
+      default = null;
+      description = ''
+        Your own configuration file instead of the one generated from {option}`${settings}` (and
+        the options that feed it), which is then ignored. Checked at build time by the service
+        when it is in the Nix store.
+      '';
+    };
+
+  # A file the build can read (a path in the store, not one on the host).
+  inStore = file: builtins.isPath file || lib.hasPrefix builtins.storeDir (toString file);
 
   # The assertions and firewall rules of listeners: an attrset option path -> listener (the
   # option path names the listener in messages, e.g. "services.hydra-health"). Only fixed
@@ -117,15 +147,6 @@ in
         PrivateDevices = false;
         DeviceAllow = access.deviceAllow;
         SupplementaryGroups = access.supplementaryGroups;
-      };
-      restartPolicy = {
-        Restart = "on-failure";
-        RestartSec = "2s";
-        # Bounded exponential backoff: 2 s, doubling over 8 steps up to 5 min.
-        RestartSteps = 8;
-        RestartMaxDelaySec = "5min";
-        # 78 (EX_CONFIG): the configuration cannot work; a restart will not change that.
-        RestartPreventExitStatus = [ 78 ];
       };
     in
     builtins.removeAttrs args [
