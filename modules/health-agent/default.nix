@@ -7,6 +7,9 @@
 # user, and nothing else. The rule is installed as /etc/polkit-1/rules.d/60-hydra-health.rules,
 # the same mechanism `security.polkit.extraConfig` uses (it writes 10-nixos.rules), without
 # taking over the host's single extraConfig string.
+#
+# It knows no other service: each hydra module adds its own checks to
+# services.hydra-health.checks while the agent is enabled.
 {
   config,
   lib,
