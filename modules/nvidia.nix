@@ -54,6 +54,10 @@ in
       nvidiaPersistenced = lib.mkDefault true;
     };
 
+    # Unified memory at boot, with either kernel module: engines' units may open
+    # /dev/nvidia-uvm only once it exists (hydra-gpu-devices.service waits for it).
+    boot.kernelModules = [ "nvidia_uvm" ];
+
     hydra.unfree.allowedPackages = lib.concatLists [
       [ "nvidia-x11" ]
       # The proprietary kernel module (pre-Turing cards) is its own unfree package.
