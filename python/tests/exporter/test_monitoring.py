@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hydra_fleet.exporter.collector import GAUGES
+from hydra_fleet.exporter.collector import COUNTERS, GAUGES, LABELLED
 
 MONITORING = Path(__file__).resolve().parents[3] / "monitoring"
 
@@ -19,11 +19,8 @@ SERVED = {
     "hydra_gpu_up",
     "hydra_gpu_info",
     *(f"hydra_gpu_{name}" for name, _ in GAUGES),
-    "hydra_gpu_energy_joules_total",
-    "hydra_gpu_xid_errors_total",
-    "hydra_gpu_temperature_celsius",
-    "hydra_gpu_clock_hertz",
-    "hydra_gpu_ecc_errors_total",
+    *(f"hydra_gpu_{name}_total" for name, _ in COUNTERS),
+    *(f"hydra_gpu_{name}" for name, _, _, _ in LABELLED),
     "hydra_gpu_process_memory_bytes",
     "hydra_gpu_expected_devices",
     "hydra_gpu_exporter_collector_success",
