@@ -40,7 +40,7 @@ def shipped_config() -> dict[str, Any]:
 
 def with_receivers(config: dict[str, Any], url: str) -> dict[str, Any]:
     """What the role writes when both ntfy and the webhook are set: every receiver posts."""
-    filled = json.loads(json.dumps(config))
+    filled: dict[str, Any] = json.loads(json.dumps(config))
     for receiver in filled["receivers"]:
         receiver["webhook_configs"] = [{"url": f"{url}/{receiver['name']}", "send_resolved": True}]
     return filled
