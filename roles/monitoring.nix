@@ -66,13 +66,10 @@ let
     };
   # Receiver "page" (severity critical) and "notify" (warning and the rest) each get every
   # configured receiver that lists that severity.
-  receiversFor =
-    severity:
-    map webhookConfig (
-      builtins.filter (
-        name: cfg.receivers.${name}.url != null && builtins.elem severity cfg.receivers.${name}.severities
-      ) receiverNames
-    );
+  takes =
+    severity: name:
+    cfg.receivers.${name}.url != null && builtins.elem severity cfg.receivers.${name}.severities;
+  receiversFor = severity: map webhookConfig (builtins.filter (takes severity) receiverNames);
   receiverConfigs = {
     page = receiversFor "critical";
     notify = receiversFor "warning";
@@ -113,7 +110,14 @@ let
           "warning"
         ]
       );
-      default = if name == "ntfy" then [ "critical" ] else [ "critical" "warning" ];
+      default =
+        if name == "ntfy" then
+          [ "critical" ]
+        else
+          [
+            "critical"
+            "warning"
+          ];
       description = "Alert severities sent to the ${name} receiver.";
     };
   };
@@ -136,7 +140,7 @@ let
 in
 {
   options.hydra.roles.monitoring = {
-    enable = lib.mkEnableOption "the fleet's monitoring stack (Prometheus, Alertmanager, Grafana, status page)";
+    enable = lib.mkEnableOption "the fleet's monitoring stack: Prometheus, Alertmanager, Grafana, status page";
 
     alertmanager = {
       listenAddress = lib.mkOption {
@@ -180,9 +184,10 @@ in
   };
 
   config = lib.mkIf cfg.enable {
-    warnings = lib.optional (
-      cfg.receivers.ntfy.url == null && cfg.receivers.webhook.url == null
-    ) "hydra.roles.monitoring: no receiver is set; alerts reach Alertmanager but nobody hears them.";
+    warnings = lib.optional (cfg.receivers.ntfy.url == null && cfg.receivers.webhook.url == null) ''
+      hydra.roles.monitoring: no receiver is set; alerts reach Alertmanager but nobody hears them.
+      Set hydra.roles.monitoring.receivers.ntfy.url or .webhook.url.
+    '';
 
     services.prometheus = {
       enable = true;
@@ -199,7 +204,9 @@ in
         (local "alertmanager" amPort)
       ];
       inherit ruleFiles;
-      alertmanagers = [ { static_configs = [ { targets = [ "127.0.0.1:${toString amPort}" ]; } ]; } ];
+      alertmanagers = [
+        { static_configs = [ { targets = [ "127.0.0.1:${toString amPort}" ]; } ]; }
+      ];
       exporters.node = {
         enable = true;
         listenAddress = "127.0.0.1";
@@ -218,9 +225,8 @@ in
       let
         receiver = cfg.receivers.${name};
       in
-      lib.optional (
-        receiver.url != null && receiver.tokenFile != null
-      ) "${name}-token:${toString receiver.tokenFile}"
+      lib.optional (receiver.url != null && receiver.tokenFile != null)
+        "${name}-token:${toString receiver.tokenFile}"
     ) receiverNames;
 
     # This host's agent reports to the Alertmanager beside it.

@@ -35,14 +35,16 @@ def needs(path: Path) -> Path:
     return path
 
 
-def test_alert_rules_pass_promtool() -> None:
-    """promtool test rules: GPU missing, down, hot, memory full, XID, ECC, exporter down."""
+@pytest.mark.parametrize("tests", ["gpu.test.yml", "fleet.test.yml"])
+def test_alert_rules_pass_promtool(tests: str) -> None:
+    """promtool test rules: GPU missing (keeping host), down, hot, memory full, XID, ECC, row
+    remap failure, degraded link, exporter down; a whole host down."""
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed")
     rules = needs(MONITORING / "rules")
     result = subprocess.run(
-        [promtool, "test", "rules", "gpu.test.yml"],
+        [promtool, "test", "rules", tests],
         cwd=rules,
         capture_output=True,
         text=True,
