@@ -44,8 +44,36 @@ class FakeGpu:
         }
     )
     pcie: tuple[int, int] = (4, 16)
+    max_pcie: tuple[int, int] = (4, 16)
+    # RTX 4090 as nvidia-smi -q reports it: limits 150/600 W, default 450 W; boost 3120 MHz.
+    limits_mw: tuple[int, int] | None = (150_000, 600_000)
+    default_limit_mw: int = 450_000
+    max_clocks_mhz: dict[int, int] = field(
+        default_factory=lambda: {
+            pynvml.NVML_CLOCK_GRAPHICS: 3120,
+            pynvml.NVML_CLOCK_SM: 3120,
+            pynvml.NVML_CLOCK_MEM: 10501,
+            pynvml.NVML_CLOCK_VIDEO: 2415,
+        }
+    )
+    pstate: int = 2
+    encoder: int | None = 0
+    decoder: int | None = 7
+    memory_util: int = 10
+    clock_event_mask: int = pynvml.nvmlClocksEventReasonSwPowerCap
+    # Violation time in ns per NVML_PERF_POLICY_*; missing policies are NOT_SUPPORTED.
+    violations_ns: dict[int, int] = field(
+        default_factory=lambda: {
+            pynvml.NVML_PERF_POLICY_POWER: 12_500_000_000,
+            pynvml.NVML_PERF_POLICY_THERMAL: 0,
+        }
+    )
     energy_mj: int = 7_654_321
     ecc: tuple[int, int] | None = None  # consumer cards: NOT_SUPPORTED
+    # Field id -> value for the other nvmlDeviceGetFieldValues fields; absent: NOT_SUPPORTED.
+    fields: dict[int, int] = field(
+        default_factory=lambda: {pynvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER: 3}
+    )
     processes: list[tuple[int, int | None]] = field(default_factory=list)
     lost: bool = False
 
@@ -117,8 +145,56 @@ class FakeNvml:
 
     def nvmlDeviceGetUtilizationRates(self, handle: int) -> Any:
         rates = pynvml.c_nvmlUtilization_t()
-        rates.gpu, rates.memory = self._gpu(handle).util, 10
+        gpu = self._gpu(handle)
+        rates.gpu, rates.memory = gpu.util, gpu.memory_util
         return rates
+
+    def nvmlDeviceGetEncoderUtilization(self, handle: int) -> list[int]:
+        value = self._gpu(handle).encoder
+        if value is None:
+            raise error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return [value, 167_000]
+
+    def nvmlDeviceGetDecoderUtilization(self, handle: int) -> list[int]:
+        value = self._gpu(handle).decoder
+        if value is None:
+            raise error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return [value, 167_000]
+
+    def nvmlDeviceGetPerformanceState(self, handle: int) -> int:
+        return self._gpu(handle).pstate
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: int) -> list[int]:
+        limits = self._gpu(handle).limits_mw
+        if limits is None:
+            raise error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return list(limits)
+
+    def nvmlDeviceGetPowerManagementDefaultLimit(self, handle: int) -> int:
+        return self._gpu(handle).default_limit_mw
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: int, clock: int) -> int:
+        return self._gpu(handle).max_clocks_mhz[clock]
+
+    def nvmlDeviceGetMaxPcieLinkGeneration(self, handle: int) -> int:
+        return self._gpu(handle).max_pcie[0]
+
+    def nvmlDeviceGetMaxPcieLinkWidth(self, handle: int) -> int:
+        return self._gpu(handle).max_pcie[1]
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: int) -> int:
+        return self._gpu(handle).clock_event_mask
+
+    def nvmlDeviceGetViolationStatus(self, handle: int, policy: int) -> Any:
+        gpu = self._gpu(handle)
+        if policy not in gpu.violations_ns:
+            raise error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        status = pynvml.c_nvmlViolationTime_t()
+        status.referenceTime, status.violationTime = (
+            1_700_000_000_000_000,
+            gpu.violations_ns[policy],
+        )
+        return status
 
     def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
         return self._gpu(handle).power_mw
@@ -169,6 +245,8 @@ class FakeNvml:
                 else:
                     sbe = fid == pynvml.NVML_FI_DEV_ECC_SBE_AGG_TOTAL
                     value.value.ullVal = gpu.ecc[0] if sbe else gpu.ecc[1]
+            elif fid in gpu.fields:
+                value.value.ullVal = gpu.fields[fid]
             else:
                 value.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
         return values

@@ -24,6 +24,7 @@ class Card:
     hwmon: dict[str, str] = field(default_factory=dict)
     connectors: tuple[str, ...] = ()
     gfx: int = 0  # KFD gfx_target_version, e.g. 90006 for gfx906
+    gpu_id: int = 0  # KFD topology gpu_id (names kfd/proc/<pid>/vram_<gpu_id>)
 
 
 MI50_FILES = {
@@ -38,6 +39,12 @@ MI50_FILES = {
     "pp_dpm_mclk": "0: 350Mhz\n1: 800Mhz *\n",
     "current_link_speed": "16.0 GT/s PCIe",
     "current_link_width": "16",
+    "max_link_speed": "16.0 GT/s PCIe",
+    "max_link_width": "16",
+    "mem_busy_percent": "21",
+    "pcie_replay_count": "0",
+    "subsystem_vendor": "0x1002",
+    "subsystem_device": "0x0834",
     "power/runtime_status": "active",
     "ras/umc_err_count": "ue: 1\nce: 4\n",
     "ras/gfx_err_count": "ue: 0\nce: 2\n",
@@ -47,6 +54,9 @@ MI50_HWMON = {
     "name": "amdgpu",
     "power1_average": "187000000",
     "power1_cap": "225000000",
+    "power1_cap_min": "0",
+    "power1_cap_max": "300000000",
+    "power1_cap_default": "225000000",
     "temp1_input": "52000",
     "temp1_label": "edge",
     "temp2_input": "61000",
@@ -54,13 +64,21 @@ MI50_HWMON = {
     "temp3_input": "58000",
     "temp3_label": "mem",
 }
+# No product_name on RDNA3 workstation boards: the name comes from pci.ids.
 W7500_FILES = {
     "gpu_busy_percent": "3",
+    "mem_busy_percent": "1",
     "mem_info_vram_total": str(8 * 1024**3),
     "mem_info_vram_used": str(512 * 1024**2),
     "pp_dpm_sclk": "0: 500Mhz *\n1: 2000Mhz\n",
+    "pp_dpm_mclk": "0: 96Mhz\n1: 456Mhz\n2: 772Mhz\n3: 1124Mhz *\n",
     "current_link_speed": "16.0 GT/s PCIe",
     "current_link_width": "8",
+    "max_link_speed": "16.0 GT/s PCIe",
+    "max_link_width": "8",
+    "pcie_replay_count": "2",
+    "subsystem_vendor": "0x1002",
+    "subsystem_device": "0x0e0d",
     "power/runtime_status": "active",
 }
 # RDNA3 reports power1_input (no _average) and has a fan.
@@ -68,6 +86,9 @@ W7500_HWMON = {
     "name": "amdgpu",
     "power1_input": "25000000",
     "power1_cap": "70000000",
+    "power1_cap_min": "50000000",
+    "power1_cap_max": "70000000",
+    "power1_cap_default": "70000000",
     "temp1_input": "41000",
     "temp1_label": "edge",
     "pwm1": "102",
@@ -119,7 +140,34 @@ def make_sysfs(root: Path, cards: list[Card]) -> Path:
             f"cpu_cores_count 0\nsimd_count 240\ngfx_target_version {card.gfx}\n"
             f"location_id {location}\ndomain {int(domain, 16)}\n",
         )
+        if card.gpu_id:
+            write(nodes / str(n) / "gpu_id", f"{card.gpu_id}\n")
     return root
+
+
+def write_kfd_process(sysfs_root: Path, pid: int, vram: dict[int, int]) -> None:
+    """<sysfs>/class/kfd/kfd/proc/<pid>/vram_<gpu_id>: bytes, as KFD writes them."""
+    base = sysfs_root / "class" / "kfd" / "kfd" / "proc" / str(pid)
+    for gpu_id, size in vram.items():
+        write(base / f"vram_{gpu_id}", f"{size}\n")
+        write(base / f"sdma_{gpu_id}", "0\n")
+    write(base / "pasid", "32772\n")
+
+
+# An excerpt in the format of the PCI ID database (https://pci-ids.ucw.cz), for these cards.
+PCI_IDS = """\
+# List of PCI ID's (excerpt for tests)
+1000  Broadcom / LSI
+\t0001  53c810
+1002  Advanced Micro Devices, Inc. [AMD/ATI]
+\t66a1  Vega 20 [Radeon Pro VII/Radeon Instinct MI50 32GB]
+\t\t1002 0834  Radeon Instinct MI50 32GB
+\t7489  Navi 33 [Radeon Pro W7500]
+\t\t1002 0e0d  Radeon Pro W7500
+\t7480  Navi 33 [Radeon RX 7700S/7600/7600S/7600M XT/PRO W7600]
+10de  NVIDIA Corporation
+\t2684  AD102 [GeForce RTX 4090]
+"""
 
 
 @dataclass

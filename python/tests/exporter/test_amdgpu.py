@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from hydra_fleet.exporter.backends.amdgpu import AmdgpuBackend, current_dpm_hertz, pcie_generation
+from hydra_fleet.exporter.backends.amdgpu import (
+    AmdgpuBackend,
+    current_dpm_hertz,
+    dpm_levels,
+    pcie_generation,
+)
 from tests.exporter.kernel_trees import (
     MI50_FILES,
     MI50_HWMON,
+    PCI_IDS,
     W7500_FILES,
     W7500_HWMON,
     Card,
@@ -17,6 +24,7 @@ from tests.exporter.kernel_trees import (
     drm_fdinfo,
     make_proc,
     make_sysfs,
+    write_kfd_process,
 )
 
 MI50_BUS = "0000:03:00.0"
@@ -30,7 +38,15 @@ def fixture_trees(tmp_path: Path) -> tuple[Path, Path]:
         [
             # An NVIDIA card probed first must not be taken for an AMD one.
             Card(0, "0000:01:00.0", vendor="0x10de", device="0x2684", connectors=("DP-1",)),
-            Card(1, MI50_BUS, device="0x66a1", files=MI50_FILES, hwmon=MI50_HWMON, gfx=90006),
+            Card(
+                1,
+                MI50_BUS,
+                device="0x66a1",
+                files=MI50_FILES,
+                hwmon=MI50_HWMON,
+                gfx=90006,
+                gpu_id=53012,
+            ),
             Card(
                 2,
                 W7500_BUS,
@@ -39,9 +55,13 @@ def fixture_trees(tmp_path: Path) -> tuple[Path, Path]:
                 hwmon=W7500_HWMON,
                 connectors=("DP-2",),
                 gfx=110002,
+                gpu_id=9313,
             ),
         ],
     )
+    # ROCm processes as KFD lists them (ollama and llama-server are HIP programs).
+    write_kfd_process(sysfs, 1200, {53012: 4 * 1024**3})
+    write_kfd_process(sysfs, 1300, {9313: 1024**3})
     proc = make_proc(
         tmp_path / "proc",
         [
@@ -72,9 +92,9 @@ def fixture_trees(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_reads_both_cards(trees: tuple[Path, Path]) -> None:
-    """MI50 and W7500 are read in card order, in base units; the NVIDIA card is skipped."""
+    """MI50 and W7500 are read in PCI order, in base units; the NVIDIA card is skipped."""
     sysfs, proc = trees
-    mi50, w7500 = AmdgpuBackend(sysfs, proc).collect()
+    mi50, w7500 = AmdgpuBackend(sysfs, proc, pci_ids=Path("/nonexistent")).collect()
     assert (mi50.vendor, mi50.index, mi50.uuid, mi50.pci_bus_id) == (
         "amd",
         "0",
@@ -101,13 +121,51 @@ def test_reads_both_cards(trees: tuple[Path, Path]) -> None:
     assert (w7500.index, w7500.uuid) == ("1", W7500_BUS)
     assert w7500.power_watts == pytest.approx(25.0)
     assert w7500.fan_speed_ratio == pytest.approx(0.4)
-    assert w7500.clock_hertz == {"graphics": 500e6}
     assert w7500.pcie_link_width == 8
     assert w7500.ecc_errors_total == {}
+    # No product_name and no pci.ids: the PCI device id, not a guess.
+    assert w7500.name == "AMD GPU 0x7489"
+
+
+def test_metrics_operators_migrate_for(trees: tuple[Path, Path]) -> None:
+    """Memory activity, min/max clocks, power-cap range, max link, PCIe replays, free memory."""
+    sysfs, proc = trees
+    mi50, w7500 = AmdgpuBackend(sysfs, proc).collect()
+    assert mi50.memory_utilization_ratio == pytest.approx(0.21)
+    assert w7500.memory_utilization_ratio == pytest.approx(0.01)
+    assert mi50.memory_free_bytes == 20 * 1024**3
+    assert mi50.clock_min_hertz == {"graphics": 925e6, "memory": 350e6}
+    assert mi50.clock_max_hertz == {"graphics": 1725e6, "memory": 800e6}
+    assert w7500.clock_hertz == {"graphics": 500e6, "memory": 1124e6}
+    assert w7500.clock_max_hertz == {"graphics": 2000e6, "memory": 1124e6}
+    assert (mi50.power_limit_min_watts, mi50.power_limit_max_watts) == (0.0, 300.0)
+    assert mi50.power_limit_default_watts == 225.0
+    assert (w7500.power_limit_min_watts, w7500.power_limit_max_watts) == (50.0, 70.0)
+    assert (mi50.pcie_link_max_generation, mi50.pcie_link_max_width) == (4, 16)
+    assert (w7500.pcie_link_max_generation, w7500.pcie_link_max_width) == (4, 8)
+    assert (mi50.pcie_replay_errors_total, w7500.pcie_replay_errors_total) == (0.0, 2.0)
+    # NVIDIA-only readings stay absent on AMD.
+    assert mi50.performance_state is None
+    assert mi50.clock_event_active == {}
+    assert mi50.encoder_utilization_ratio is None
+
+
+def test_model_name_from_pci_ids(trees: tuple[Path, Path], tmp_path: Path) -> None:
+    """A card without product_name is named from pci.ids: the board's subsystem entry first."""
+    sysfs, proc = trees
+    ids = tmp_path / "pci.ids"
+    ids.write_text(PCI_IDS)
+    mi50, w7500 = AmdgpuBackend(sysfs, proc, pci_ids=ids).collect()
+    assert w7500.name == "Radeon Pro W7500"
+    assert mi50.name == "Radeon Instinct MI50 32GB"  # sysfs product_name wins
+    # An unlisted subsystem falls back to the chip's entry.
+    (sysfs / "devices/pci0000:00" / W7500_BUS / "subsystem_device").write_text("0xffff\n")
+    _, w7500 = AmdgpuBackend(sysfs, proc, pci_ids=ids).collect()
+    assert w7500.name == "Navi 33 [Radeon Pro W7500]"
 
 
 def test_process_vram_by_unit(trees: tuple[Path, Path]) -> None:
-    """Per-process VRAM from fdinfo, deduplicated by client id, attributed to systemd units."""
+    """Per-process VRAM from KFD and fdinfo, each counted once, attributed to systemd units."""
     sysfs, proc = trees
     mi50, w7500 = AmdgpuBackend(sysfs, proc).collect()
     assert [(p.pid, p.comm, p.unit, p.memory_bytes) for p in mi50.processes] == [
@@ -117,6 +175,18 @@ def test_process_vram_by_unit(trees: tuple[Path, Path]) -> None:
     assert [(p.pid, p.unit, p.memory_bytes) for p in w7500.processes] == [
         (1300, "hydra-inference-w7500.service", 1024**3)
     ]
+
+
+def test_process_vram_without_ptrace(trees: tuple[Path, Path]) -> None:
+    """Other users' fdinfo unreadable (no CAP_SYS_PTRACE): ROCm processes still show, from KFD."""
+    sysfs, proc = trees
+    for pid in (1200, 1300, 1400):
+        shutil.rmtree(proc / str(pid) / "fdinfo")
+    mi50, w7500 = AmdgpuBackend(sysfs, proc).collect()
+    assert [(p.pid, p.unit, p.memory_bytes) for p in mi50.processes] == [
+        (1200, "ollama.service", 4 * 1024**3)
+    ]
+    assert [(p.pid, p.memory_bytes) for p in w7500.processes] == [(1300, 1024**3)]
 
 
 def test_suspended_card_is_not_woken(trees: tuple[Path, Path]) -> None:
@@ -150,6 +220,7 @@ def test_parsers() -> None:
     """pp_dpm_* active level and PCIe speed strings."""
     assert current_dpm_hertz("0: 96Mhz\n1: 1000Mhz *\n") == 1e9
     assert current_dpm_hertz("0: 96Mhz\n1: 1000Mhz\n") is None
+    assert dpm_levels("0: 500Mhz *\n1: 2Ghz\n") == ([500e6, 2e9], 500e6)
     assert pcie_generation("32.0 GT/s PCIe") == 5
     assert pcie_generation("2.5 GT/s") == 1
     assert pcie_generation("Unknown") is None

@@ -130,3 +130,30 @@ def test_unreadable_sysfs_subprocess(tmp_path: Path) -> None:
     output = (tmp_path / "log").read_text().strip()
     assert "sysfsRoot" in output
     assert "Traceback" not in output
+
+
+def test_check_validates_without_hardware(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--check (the build-time check): a valid config exits 0 even where its sysfs, proc and
+    pci.ids paths do not exist (the Nix sandbox); a bad one exits 78 naming file and field."""
+    good = tmp_path / "good.json"
+    good.write_text(
+        json.dumps(
+            {
+                "backends": ["amdgpu"],
+                "sysfsRoot": "/nonexistent/sys",
+                "procRoot": "/nonexistent/proc",
+                "pciIdsFile": "/nonexistent/pci.ids",
+                "expectedDevices": {"amd": 2},
+            }
+        )
+    )
+    assert main(["--config", str(good), "--check"]) == 0
+    assert "valid" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"backends": ["amdgpu"], "pciIdFile": "/x"}))
+    assert main(["--config", str(bad), "--check"]) == 78
+    err = one_line_error(capsys)
+    assert str(bad) in err
+    assert "pciIdFile" in err

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hydra_fleet.exporter.collector import GAUGES
+from hydra_fleet.exporter.collector import COUNTERS, GAUGES, LABELLED
 
 MONITORING = Path(__file__).resolve().parents[3] / "monitoring"
 
@@ -19,11 +19,8 @@ SERVED = {
     "hydra_gpu_up",
     "hydra_gpu_info",
     *(f"hydra_gpu_{name}" for name, _ in GAUGES),
-    "hydra_gpu_energy_joules_total",
-    "hydra_gpu_xid_errors_total",
-    "hydra_gpu_temperature_celsius",
-    "hydra_gpu_clock_hertz",
-    "hydra_gpu_ecc_errors_total",
+    *(f"hydra_gpu_{name}_total" for name, _ in COUNTERS),
+    *(f"hydra_gpu_{name}" for name, _, _, _ in LABELLED),
     "hydra_gpu_process_memory_bytes",
     "hydra_gpu_expected_devices",
     "hydra_gpu_exporter_collector_success",
@@ -38,14 +35,16 @@ def needs(path: Path) -> Path:
     return path
 
 
-def test_alert_rules_pass_promtool() -> None:
-    """promtool test rules: GPU missing, down, hot, memory full, XID, ECC, exporter down."""
+@pytest.mark.parametrize("tests", ["gpu.test.yml", "fleet.test.yml"])
+def test_alert_rules_pass_promtool(tests: str) -> None:
+    """promtool test rules: GPU missing (keeping host), down, hot, memory full, XID, ECC, row
+    remap failure, degraded link, exporter down; a whole host down."""
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed")
     rules = needs(MONITORING / "rules")
     result = subprocess.run(
-        [promtool, "test", "rules", "gpu.test.yml"],
+        [promtool, "test", "rules", tests],
         cwd=rules,
         capture_output=True,
         text=True,

@@ -65,6 +65,73 @@ def test_reads_devices_in_base_units(tmp_path: Path) -> None:
     assert second.arch == "sm_89"
 
 
+def test_metrics_operators_migrate_for(tmp_path: Path) -> None:
+    """What dcgm-exporter and nvidia_gpu_exporter users miss, in base units; unsupported omitted."""
+    gpus = two_gpus()
+    gpus[0].fields = {
+        pynvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER: 3,
+        pynvml.NVML_FI_DEV_PCIE_COUNT_TX_BYTES: 81_604_378_624,
+        pynvml.NVML_FI_DEV_PCIE_COUNT_RX_BYTES: 1_099_511_627_776,
+        pynvml.NVML_FI_DEV_REMAPPED_COR: 2,
+        pynvml.NVML_FI_DEV_REMAPPED_UNC: 0,
+        pynvml.NVML_FI_DEV_REMAPPED_PENDING: 0,
+        pynvml.NVML_FI_DEV_REMAPPED_FAILURE: 0,
+    }
+    gpus[1].encoder = None
+    gpus[1].limits_mw = None
+    gpus[1].violations_ns = {}
+    gpus[1].clock_event_mask = (
+        pynvml.nvmlClocksEventReasonGpuIdle | pynvml.nvmlClocksEventReasonHwThermalSlowdown
+    )
+    backend = NvmlBackend(tmp_path, nvml=FakeNvml(gpus), watch_xid=False)
+    backend.start()
+    first, second = backend.collect()
+    assert first.memory_free_bytes == 29 * 1024**3
+    assert first.memory_utilization_ratio == pytest.approx(0.10)
+    assert first.encoder_utilization_ratio == 0.0  # idle encoder: 0, it is supported
+    assert first.decoder_utilization_ratio == pytest.approx(0.07)
+    assert first.performance_state == 2
+    assert (first.power_limit_min_watts, first.power_limit_max_watts) == (150.0, 600.0)
+    assert first.power_limit_default_watts == 450.0
+    assert first.clock_max_hertz == {
+        "graphics": 3120e6,
+        "sm": 3120e6,
+        "memory": 10501e6,
+        "video": 2415e6,
+    }
+    assert (first.pcie_link_max_generation, first.pcie_link_max_width) == (4, 16)
+    assert first.clock_event_active["sw_power_cap"] == 1.0
+    assert first.clock_event_active["hw_thermal_slowdown"] == 0.0
+    assert set(first.clock_event_active) >= {"gpu_idle", "hw_slowdown", "sync_boost"}
+    assert first.clock_throttle_seconds_total == {"power": 12.5, "thermal": 0.0}
+    assert first.pcie_replay_errors_total == 3.0
+    assert first.pcie_transmit_bytes_total == 81_604_378_624
+    assert first.pcie_receive_bytes_total == 1_099_511_627_776
+    assert first.remapped_rows == {"correctable": 2.0, "uncorrectable": 0.0}
+    assert (first.remapped_rows_pending, first.remapped_rows_failed) == (0.0, 0.0)
+    assert first.retired_pages == {}  # Ampere+ remaps rows instead of retiring pages
+    assert first.retired_pages_pending is None
+    # The second card lacks some of these: omitted, never 0.
+    assert second.encoder_utilization_ratio is None
+    assert second.power_limit_min_watts is None
+    assert second.power_limit_default_watts == 450.0
+    assert second.clock_throttle_seconds_total == {}
+    assert second.pcie_transmit_bytes_total is None
+    assert second.remapped_rows == {}
+    active = {k for k, v in second.clock_event_active.items() if v}
+    assert active == {"gpu_idle", "hw_thermal_slowdown"}
+
+
+def test_unknown_pstate_is_omitted(tmp_path: Path) -> None:
+    gpus = two_gpus()
+    gpus[0].pstate = 32  # NVML_PSTATE_UNKNOWN
+    backend = NvmlBackend(tmp_path, nvml=FakeNvml(gpus), watch_xid=False)
+    backend.start()
+    first, second = backend.collect()
+    assert first.performance_state is None
+    assert second.performance_state == 2
+
+
 def test_ecc_and_temperature_fallback(tmp_path: Path) -> None:
     """ECC counters from the field-values batch; GetTemperature when TemperatureV is missing."""
     gpu = FakeGpu(RTX4090, "NVIDIA RTX 6000 Ada", "00000000:02:00.0", ecc=(5, 1))
@@ -126,6 +193,9 @@ def test_xid_events_counted(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "xid events were not counted"
             time.sleep(0.02)
         assert backend.collect()[0].xid_errors_total == 0.0
+        # The last XID code is what operators migrating from DCGM_FI_DEV_XID_ERRORS look at.
+        assert backend.collect()[1].xid_last_code == 48.0
+        assert backend.collect()[0].xid_last_code is None  # none seen: omitted, not 0
     finally:
         backend.close()
     assert nvml.shutdown_calls == 1

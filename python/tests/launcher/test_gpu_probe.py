@@ -22,10 +22,11 @@ GIB = 1024**3
 def amd_tree(root: Path) -> tuple[Path, Path]:
     """Two amdgpu cards (an MI50 and a W7500) and one Intel card, as sysfs shows them."""
     sysfs, proc = root / "sys", root / "proc"
+    # DRM probed the W7500 (bus 0a) first: card order differs from PCI order.
     cards = [
-        ("card0", "0000:03:00.0", "0x1002", 32 * GIB, 2 * GIB),
+        ("card0", "0000:0a:00.0", "0x1002", 8 * GIB, 1 * GIB),
         ("card1", "0000:00:02.0", "0x8086", None, None),
-        ("card2", "0000:0a:00.0", "0x1002", 8 * GIB, 1 * GIB),
+        ("card2", "0000:03:00.0", "0x1002", 32 * GIB, 2 * GIB),
     ]
     for card, pci, vendor, total, used in cards:
         device = sysfs / "devices" / pci
@@ -40,10 +41,52 @@ def amd_tree(root: Path) -> tuple[Path, Path]:
     fdinfo = proc / "4242" / "fdinfo"
     fdinfo.mkdir(parents=True)
     (fdinfo / "7").write_text(
-        "drm-driver:\tamdgpu\ndrm-pdev:\t0000:0a:00.0\ndrm-memory-vram:\t3145728 KiB\n"
+        "drm-driver:\tamdgpu\ndrm-pdev:\t0000:0a:00.0\ndrm-client-id:\t21\n"
+        "drm-memory-vram:\t3145728 KiB\n"
     )
+    # The same DRM file through a dup'ed fd: one client, counted once.
+    (fdinfo / "9").write_text((fdinfo / "7").read_text())
     (fdinfo / "8").write_text("pos:\t0\nflags:\t02\n")
     return sysfs, proc
+
+
+def test_amd_fdinfo_units_and_shared_clients(tmp_path: Path) -> None:
+    """Sizes in any unit the kernel writes (MiB, GiB, bytes); a client shared by a forked
+    child is counted once, for the parent."""
+    sysfs, proc = amd_tree(tmp_path)
+    for pid, fd, client, vram in (
+        (5000, 4, 31, "2048 MiB"),
+        (5001, 4, 31, "2048 MiB"),  # forked child: same client id
+        (5000, 5, 32, "1 GiB"),
+        (5000, 6, 33, "1048576"),
+    ):
+        path = proc / str(pid) / "fdinfo" / str(fd)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f"drm-driver:\tamdgpu\ndrm-pdev:\t0000:03:00.0\ndrm-client-id:\t{client}\n"
+            f"drm-memory-vram:\t{vram}\n"
+        )
+    held = AmdSysfsProbe(sysfs, proc).process_memory({5000, 5001})
+    assert held == {0: 3 * GIB + 1024**2, 1: 0}
+
+
+def test_amd_process_memory_from_kfd(tmp_path: Path) -> None:
+    """A ROCm process's VRAM from KFD's world-readable files, mapped to the card by gpu_id."""
+    sysfs, proc = amd_tree(tmp_path)
+    nodes = sysfs / "class/kfd/kfd/topology/nodes"
+    for node, (gpu_id, location) in enumerate([(4242, 0x0300), (777, 0x0A00)], start=1):
+        (nodes / str(node)).mkdir(parents=True)
+        (nodes / str(node) / "gpu_id").write_text(f"{gpu_id}\n")
+        (nodes / str(node) / "properties").write_text(
+            f"gfx_target_version 90006\nlocation_id {location}\ndomain 0\n"
+        )
+    kfd = sysfs / "class/kfd/kfd/proc/6000"
+    kfd.mkdir(parents=True)
+    (kfd / "vram_4242").write_text(f"{5 * GIB}\n")
+    (kfd / "vram_777").write_text("0\n")
+    assert AmdSysfsProbe(sysfs, proc).process_memory({6000}) == {0: 5 * GIB, 1: 0}
+    # Not asked about: not counted.
+    assert AmdSysfsProbe(sysfs, proc).process_memory({4242}) == {0: 0, 1: 3 * GIB}
 
 
 def test_amd_devices_in_pci_order(tmp_path: Path) -> None:

@@ -59,14 +59,26 @@ def _backends(
     metavar="NAME[,NAME]",
     help=f"Repeatable or comma-separated: {'|'.join(BACKEND_NAMES)}. Overrides the config.",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Validate the configuration and exit (0, or 78 naming file and field); "
+    "touches no GPU, sysfs path or port.",
+)
 def command(
-    config_file: Path | None, listen: tuple[str, int] | None, backends: list[str] | None
+    config_file: Path | None,
+    listen: tuple[str, int] | None,
+    backends: list[str] | None,
+    check: bool,
 ) -> int:
     overrides: dict[str, object] = {"backends": backends}
     if listen is not None:
         overrides["listenAddress"], overrides["port"] = listen
     config = load(ExporterConfig, config_file, overrides)
     source = str(config_file) if config_file else "(no config file)"
+    if check:
+        click.echo(f"{source}: configuration is valid")
+        return 0
     exporter = Exporter(
         build_backends(config, source), dict(config.expected_devices), config.collect_timeout
     )

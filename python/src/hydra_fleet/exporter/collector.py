@@ -20,15 +20,61 @@ DEVICE = ["vendor", "index", "uuid"]
 
 GAUGES: list[tuple[str, str]] = [
     ("utilization_ratio", "Fraction of time the GPU was busy (0..1)."),
+    (
+        "memory_utilization_ratio",
+        "Fraction of time the memory controller was busy (NVIDIA) or memory activity (AMD).",
+    ),
+    ("encoder_utilization_ratio", "NVIDIA: fraction of time the video encoder was busy."),
+    ("decoder_utilization_ratio", "NVIDIA: fraction of time the video decoder was busy."),
     ("memory_used_bytes", "Device memory in use, in bytes."),
+    ("memory_free_bytes", "Device memory free, in bytes."),
     ("memory_total_bytes", "Device memory, in bytes."),
     ("gtt_used_bytes", "AMD: system memory mapped for the GPU (GTT) in use, in bytes."),
     ("gtt_total_bytes", "AMD: size of the GTT aperture, in bytes."),
     ("power_watts", "Power draw, in watts."),
     ("power_limit_watts", "Enforced power limit, in watts."),
+    ("power_limit_min_watts", "Lowest power limit that can be set, in watts."),
+    ("power_limit_max_watts", "Highest power limit that can be set, in watts."),
+    ("power_limit_default_watts", "The card's default power limit, in watts."),
+    ("performance_state", "NVIDIA performance state (P-state): 0 is the fastest, 15 the slowest."),
     ("fan_speed_ratio", "Fan speed as a fraction of its maximum (0..1)."),
     ("pcie_link_generation", "Current PCIe link generation."),
     ("pcie_link_width", "Current PCIe link width (lanes)."),
+    ("pcie_link_max_generation", "Highest PCIe link generation the card and slot support."),
+    ("pcie_link_max_width", "Widest PCIe link the card and slot support (lanes)."),
+    ("retired_pages_pending", "NVIDIA: 1 when memory pages wait to be retired (needs a reset)."),
+    ("remapped_rows_pending", "NVIDIA: 1 when memory rows wait to be remapped (needs a reset)."),
+    ("remapped_rows_failed", "NVIDIA: 1 when a row remapping failed (the card needs service)."),
+    ("xid_last_code", "NVIDIA: the code of the last XID error seen since the exporter started."),
+]
+COUNTERS: list[tuple[str, str]] = [
+    ("energy_joules", "Energy used since the driver loaded, in joules."),
+    ("xid_errors", "NVIDIA XID errors seen since the exporter started."),
+    ("pcie_replay_errors", "PCIe replays (link-level retransmissions) since the driver loaded."),
+    ("pcie_transmit_bytes", "Bytes the GPU sent over PCIe since the driver loaded."),
+    ("pcie_receive_bytes", "Bytes the GPU received over PCIe since the driver loaded."),
+]
+# Families with one extra label: (attribute, label, type, help).
+LABELLED: list[tuple[str, str, str, str]] = [
+    ("temperature_celsius", "sensor", "gauge", "Temperature per sensor."),
+    ("clock_hertz", "clock", "gauge", "Current clock per domain."),
+    ("clock_min_hertz", "clock", "gauge", "Lowest clock per domain."),
+    ("clock_max_hertz", "clock", "gauge", "Highest clock per domain."),
+    (
+        "clock_event_active",
+        "reason",
+        "gauge",
+        "NVIDIA: 1 while this reason holds the clocks down (clock-event / throttle reasons).",
+    ),
+    (
+        "clock_throttle_seconds_total",
+        "reason",
+        "counter",
+        "NVIDIA: time the clocks were held down by this policy since the driver loaded.",
+    ),
+    ("ecc_errors_total", "type", "counter", "Memory ECC errors by type."),
+    ("retired_pages", "cause", "gauge", "NVIDIA: memory pages retired, by cause."),
+    ("remapped_rows", "cause", "gauge", "NVIDIA: memory rows remapped, by cause."),
 ]
 
 
@@ -109,41 +155,33 @@ def device_families(devices: list[DeviceSample]) -> Iterator[Metric]:
             if value is not None:
                 family.add_metric(list(d.labels), float(value))
         yield family
-    energy = CounterMetricFamily(
-        "hydra_gpu_energy_joules", "Energy used since the driver loaded, in joules.", labels=DEVICE
-    )
-    xid = CounterMetricFamily(
-        "hydra_gpu_xid_errors", "NVIDIA XID errors seen since the exporter started.", labels=DEVICE
-    )
-    temp = GaugeMetricFamily(
-        "hydra_gpu_temperature_celsius", "Temperature per sensor.", labels=[*DEVICE, "sensor"]
-    )
-    clock = GaugeMetricFamily(
-        "hydra_gpu_clock_hertz", "Current clock per domain.", labels=[*DEVICE, "clock"]
-    )
-    ecc = CounterMetricFamily(
-        "hydra_gpu_ecc_errors", "Memory ECC errors by type.", labels=[*DEVICE, "type"]
-    )
+    for attr, doc in COUNTERS:
+        counter = CounterMetricFamily(f"hydra_gpu_{attr}", doc, labels=DEVICE)
+        for d in devices:
+            value = getattr(d, f"{attr}_total")
+            if value is not None:
+                counter.add_metric(list(d.labels), float(value))
+        yield counter
+    for attr, label, kind, doc in LABELLED:
+        name = f"hydra_gpu_{attr.removesuffix('_total')}"
+        labelled: CounterMetricFamily | GaugeMetricFamily = (
+            CounterMetricFamily(name, doc, labels=[*DEVICE, label])
+            if kind == "counter"
+            else GaugeMetricFamily(name, doc, labels=[*DEVICE, label])
+        )
+        for d in devices:
+            for key, number in sorted(getattr(d, attr).items()):
+                labelled.add_metric([*d.labels, key], float(number))
+        yield labelled
     procs = GaugeMetricFamily(
         "hydra_gpu_process_memory_bytes",
         "GPU memory held by a process, with its systemd unit.",
         labels=[*DEVICE, "pid", "comm", "unit"],
     )
     for d in devices:
-        labels = list(d.labels)
-        if d.energy_joules_total is not None:
-            energy.add_metric(labels, d.energy_joules_total)
-        if d.xid_errors_total is not None:
-            xid.add_metric(labels, d.xid_errors_total)
-        for sensor, celsius in sorted(d.temperature_celsius.items()):
-            temp.add_metric([*labels, sensor], celsius)
-        for name, hertz in sorted(d.clock_hertz.items()):
-            clock.add_metric([*labels, name], hertz)
-        for kind, count in sorted(d.ecc_errors_total.items()):
-            ecc.add_metric([*labels, kind], count)
         for p in d.processes:
-            procs.add_metric([*labels, str(p.pid), p.comm, p.unit], float(p.memory_bytes))
-    yield from (energy, xid, temp, clock, ecc, procs)
+            procs.add_metric([*d.labels, str(p.pid), p.comm, p.unit], float(p.memory_bytes))
+    yield procs
 
 
 def _escape(value: str) -> str:

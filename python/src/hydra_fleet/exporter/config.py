@@ -53,6 +53,9 @@ class ExporterConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     sysfs_root: Path = Path("/sys")
     proc_root: Path = Path("/proc")
+    # PCI ID database for AMD model names sysfs lacks; None: the usual places (see
+    # hydra_fleet.gpu.pciids.DEFAULT_PATHS: the system's hwdata, then /usr/share).
+    pci_ids_file: Path | None = None
     # A collection still running after this many seconds is given up on for this scrape.
     collect_timeout: Annotated[float, in_range(0.05, 300)] = 5.0
     # Per-process VRAM series (pid churns series; turn off on very busy hosts).

@@ -1,15 +1,26 @@
-"""Process facts from /proc: command name, systemd unit (from the cgroup), DRM fdinfo VRAM."""
+"""Process facts from /proc: command name and systemd unit (from the cgroup).
+
+DRM fdinfo parsing lives in `hydra_fleet.gpu.fdinfo` (shared with the launcher).
+"""
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
+from hydra_fleet.gpu.fdinfo import DrmClient, drm_clients, parse_size, pids
+
+__all__ = [
+    "DrmClient",
+    "comm",
+    "drm_clients",
+    "parse_size",
+    "pids",
+    "unit",
+    "unit_from_cgroup_text",
+]
+
 _UNIT = re.compile(r"[^/]+\.(?:service|scope)$")
-_SIZE_UNITS = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 
 
 def comm(proc_root: Path, pid: int) -> str:
@@ -43,67 +54,3 @@ def unit(proc_root: Path, pid: int) -> str:
     except OSError:
         return ""
     return unit_from_cgroup_text(text)
-
-
-def pids(proc_root: Path) -> Iterator[int]:
-    try:
-        entries = os.listdir(proc_root)
-    except OSError:
-        return
-    for entry in entries:
-        if entry.isdigit():
-            yield int(entry)
-
-
-def parse_size(value: str) -> int | None:
-    """`1234 KiB` -> 1263616."""
-    number, _, suffix = value.strip().partition(" ")
-    factor = _SIZE_UNITS.get(suffix.strip())
-    if factor is None or not number.isdigit():
-        return None
-    return int(number) * factor
-
-
-@dataclass(frozen=True)
-class DrmClient:
-    pid: int
-    pdev: str
-    client_id: str
-    vram_bytes: int
-
-
-def drm_clients(proc_root: Path, driver: str = "amdgpu") -> list[DrmClient]:
-    """Every DRM client of `driver`, from /proc/<pid>/fdinfo/*, counted once.
-
-    A client (an open DRM file) shows up in every fd and every process that shares it
-    (dup, fork); the kernel's `drm-client-id` identifies it, so each is kept once, with the
-    first (lowest) pid that holds it.
-    """
-    seen: dict[tuple[str, str], DrmClient] = {}
-    for pid in sorted(pids(proc_root)):
-        fdinfo = proc_root / str(pid) / "fdinfo"
-        try:
-            fds = os.listdir(fdinfo)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                text = (fdinfo / fd).read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                continue
-            if "drm-client-id" not in text:
-                continue
-            fields: dict[str, str] = {}
-            for line in text.splitlines():
-                key, sep, value = line.partition(":")
-                if sep:
-                    fields[key.strip()] = value.strip()
-            if fields.get("drm-driver") != driver:
-                continue
-            client = (fields.get("drm-pdev", ""), fields.get("drm-client-id", ""))
-            if client in seen:
-                continue
-            raw = fields.get("drm-memory-vram") or fields.get("drm-resident-vram", "")
-            vram = parse_size(raw) or 0
-            seen[client] = DrmClient(pid, client[0], client[1], vram)
-    return list(seen.values())

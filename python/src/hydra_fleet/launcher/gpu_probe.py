@@ -1,9 +1,10 @@
 """The GPU boundary: what the devices are, how much is free, who holds memory.
 
-`GpuProbe` is the small interface the preflight and the supervisor use; `NvmlProbe` (NVIDIA,
-through NVML, after checking `/dev/nvidia-uvm`) and `AmdSysfsProbe` (amdgpu sysfs and DRM
-fdinfo) are the real ones. Every failure to see a device is a `GpuUnavailable`, which the
-preflight retries and finally reports as exit 75.
+`GpuProbe` is the small interface the preflight and the supervisor use; `NvmlProbe`
+(NVIDIA, through NVML, after checking `/dev/nvidia-uvm`) and `AmdSysfsProbe` (amdgpu sysfs,
+KFD and DRM fdinfo, through the discovery shared with the exporter) are the real ones. Every
+failure to see a device is a `GpuUnavailable`, which the preflight retries and finally
+reports as exit 75.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from hydra_fleet.gpu import discovery, fdinfo
+from hydra_fleet.gpu.discovery import PciGpu
 from hydra_fleet.launcher.config import Vendor
 
 
@@ -153,7 +156,11 @@ class NvmlProbe:
 
 
 class AmdSysfsProbe:
-    """AMD through amdgpu sysfs (`mem_info_vram_*`) and DRM fdinfo (`drm-memory-vram`)."""
+    """AMD through amdgpu sysfs (`mem_info_vram_*`), KFD's per-process files and DRM fdinfo.
+
+    Cards are numbered in PCI bus order, as ROCm and the exporter number them
+    (`hydra_fleet.gpu.discovery`).
+    """
 
     vendor: Vendor = "amd"
 
@@ -161,52 +168,46 @@ class AmdSysfsProbe:
         self.sysfs = sysfs
         self.proc = proc
 
-    def _cards(self) -> list[Path]:
-        found = []
-        for card in sorted((self.sysfs / "class/drm").glob("card[0-9]*")):
-            device = card / "device"
-            if not re.fullmatch(r"card\d+", card.name):
-                continue
-            try:
-                vendor = (device / "vendor").read_text().strip()
-            except OSError:
-                continue
-            if vendor == "0x1002" and (device / "mem_info_vram_total").exists():
-                found.append(device)
-        # ROCm numbers devices in PCI bus order.
-        return sorted(found, key=lambda d: d.resolve().name)
+    def _cards(self) -> list[PciGpu]:
+        return [
+            c
+            for c in discovery.amd_cards(self.sysfs)
+            if (c.device / "mem_info_vram_total").exists()
+        ]
 
     def devices(self) -> list[DeviceState]:
         if not (self.sysfs / "class/drm").is_dir():
             raise GpuUnavailable(f"{self.sysfs / 'class/drm'} missing (amdgpu not loaded)")
         found = []
-        for index, device in enumerate(self._cards()):
+        for card in self._cards():
+            device = card.device
             try:
                 total = int((device / "mem_info_vram_total").read_text())
                 used = int((device / "mem_info_vram_used").read_text())
             except (OSError, ValueError) as err:
                 raise GpuUnavailable(f"{device}: {err}") from err
-            uid_file = device / "unique_id"
-            uuid = uid_file.read_text().strip() if uid_file.exists() else None
-            found.append(DeviceState(index, uuid, device.resolve().name, total, total - used))
+            uuid = discovery.read_text(device / "unique_id") or None
+            found.append(DeviceState(card.index, uuid, card.bus_id, total, total - used))
         return found
 
     def driver(self) -> DriverInfo | None:
         return None
 
     def process_memory(self, pids: set[int]) -> dict[int, int] | None:
-        by_pci = {d.resolve().name: i for i, d in enumerate(self._cards())}
+        cards = self._cards()
+        by_pci = {c.bus_id: c.index for c in cards}
         held = dict.fromkeys(by_pci.values(), 0)
-        for pid in pids:
-            for fdinfo in (self.proc / str(pid) / "fdinfo").glob("*"):
-                try:
-                    text = fdinfo.read_text()
-                except OSError:
-                    continue
-                pdev = re.search(r"^drm-pdev:\s*(\S+)", text, re.MULTILINE)
-                vram = re.search(r"^drm-memory-vram:\s*(\d+)\s*KiB", text, re.MULTILINE)
-                if pdev and vram and pdev.group(1) in by_pci:
-                    held[by_pci[pdev.group(1)]] += int(vram.group(1)) * 1024
+        nodes = discovery.kfd_nodes(self.sysfs)
+        by_gpu_id = {n.gpu_id: by_pci[bus] for bus, n in nodes.items() if bus in by_pci}
+        # ROCm processes: KFD's files (world-readable); the others: DRM fdinfo.
+        in_kfd: set[int] = set()
+        for (pid, gpu_id), vram in discovery.kfd_process_vram(self.sysfs, pids).items():
+            if gpu_id in by_gpu_id:
+                held[by_gpu_id[gpu_id]] += vram
+                in_kfd.add(pid)
+        for client in fdinfo.drm_clients(self.proc, "amdgpu", pids - in_kfd):
+            if client.pdev in by_pci:
+                held[by_pci[client.pdev]] += client.vram_bytes
         return held
 
 

@@ -30,6 +30,10 @@ def build_backends(config: ExporterConfig, source: str) -> list[Backend]:
     if {"auto", "amdgpu"} & set(wanted):
         _check_readable(source, "sysfsRoot", config.sysfs_root)
         _check_readable(source, "procRoot", config.proc_root)
+        if config.pci_ids_file is not None and not os.access(config.pci_ids_file, os.R_OK):
+            raise ConfigError(
+                source, "pciIdsFile", f"expected a readable file, {config.pci_ids_file} is not one"
+            )
     backends: list[Backend] = []
     if "auto" in wanted:
         backends += _auto(config)
@@ -41,7 +45,12 @@ def build_backends(config: ExporterConfig, source: str) -> list[Backend]:
             log.warning("nvml not available yet, retrying on every scrape", error=str(err))
         backends.append(nvml)
     if "amdgpu" in wanted:
-        amd = AmdgpuBackend(config.sysfs_root, config.proc_root, processes=config.process_metrics)
+        amd = AmdgpuBackend(
+            config.sysfs_root,
+            config.proc_root,
+            processes=config.process_metrics,
+            pci_ids=config.pci_ids_file,
+        )
         if not amd.cards:
             log.warning("no amdgpu card found", sysfs=str(config.sysfs_root / "class" / "drm"))
         backends.append(amd)
@@ -71,7 +80,12 @@ def _auto(config: ExporterConfig) -> list[Backend]:
             nvml.close()
     if find_cards(config.sysfs_root):
         found.append(
-            AmdgpuBackend(config.sysfs_root, config.proc_root, processes=config.process_metrics)
+            AmdgpuBackend(
+                config.sysfs_root,
+                config.proc_root,
+                processes=config.process_metrics,
+                pci_ids=config.pci_ids_file,
+            )
         )
     if found:
         log.info("auto: backends found", backends=",".join(b.name for b in found))

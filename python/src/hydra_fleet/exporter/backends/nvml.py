@@ -52,7 +52,39 @@ FIELDS: dict[str, int] = {
     "memory_temp": pynvml.NVML_FI_DEV_MEMORY_TEMP,
     "ecc_corrected": pynvml.NVML_FI_DEV_ECC_SBE_AGG_TOTAL,
     "ecc_uncorrected": pynvml.NVML_FI_DEV_ECC_DBE_AGG_TOTAL,
+    "pcie_replay": pynvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER,
+    "pcie_tx_bytes": pynvml.NVML_FI_DEV_PCIE_COUNT_TX_BYTES,
+    "pcie_rx_bytes": pynvml.NVML_FI_DEV_PCIE_COUNT_RX_BYTES,
+    "retired_single_bit": pynvml.NVML_FI_DEV_RETIRED_SBE,
+    "retired_double_bit": pynvml.NVML_FI_DEV_RETIRED_DBE,
+    "retired_pending": pynvml.NVML_FI_DEV_RETIRED_PENDING,
+    "remapped_correctable": pynvml.NVML_FI_DEV_REMAPPED_COR,
+    "remapped_uncorrectable": pynvml.NVML_FI_DEV_REMAPPED_UNC,
+    "remapped_pending": pynvml.NVML_FI_DEV_REMAPPED_PENDING,
+    "remapped_failure": pynvml.NVML_FI_DEV_REMAPPED_FAILURE,
 }
+# nvmlDeviceGetCurrentClocksEventReasons bits, by the `reason` label they get.
+CLOCK_EVENT_REASONS: dict[str, int] = {
+    "gpu_idle": pynvml.nvmlClocksEventReasonGpuIdle,
+    "applications_clocks_setting": pynvml.nvmlClocksEventReasonApplicationsClocksSetting,
+    "sw_power_cap": pynvml.nvmlClocksEventReasonSwPowerCap,
+    "hw_slowdown": pynvml.nvmlClocksEventReasonHwSlowdown,
+    "sync_boost": pynvml.nvmlClocksEventReasonSyncBoost,
+    "sw_thermal_slowdown": pynvml.nvmlClocksEventReasonSwThermalSlowdown,
+    "hw_thermal_slowdown": pynvml.nvmlClocksEventReasonHwThermalSlowdown,
+    "hw_power_brake_slowdown": pynvml.nvmlClocksEventReasonHwPowerBrakeSlowdown,
+    "display_clock_setting": pynvml.nvmlClocksEventReasonDisplayClockSetting,
+}
+# nvmlDeviceGetViolationStatus policies (violation time in nanoseconds).
+THROTTLE_POLICIES: dict[str, int] = {
+    "power": pynvml.NVML_PERF_POLICY_POWER,
+    "thermal": pynvml.NVML_PERF_POLICY_THERMAL,
+    "sync_boost": pynvml.NVML_PERF_POLICY_SYNC_BOOST,
+    "board_limit": pynvml.NVML_PERF_POLICY_BOARD_LIMIT,
+    "low_utilization": pynvml.NVML_PERF_POLICY_LOW_UTILIZATION,
+    "reliability": pynvml.NVML_PERF_POLICY_RELIABILITY,
+}
+UNKNOWN_PSTATE = 32
 CLOCKS = {
     "graphics": pynvml.NVML_CLOCK_GRAPHICS,
     "sm": pynvml.NVML_CLOCK_SM,
@@ -97,6 +129,7 @@ class _Device:
     pci_bus_id: str
     arch: str
     xid: int = 0
+    xid_last: int | None = None
     xid_watched: bool = False
     lost: bool = False
 
@@ -163,9 +196,10 @@ class NvmlBackend:
                 )
             )
         # Keep XID counts across a re-init of the same cards.
-        old = {d.uuid: d.xid for d in self.devices}
+        old = {d.uuid: d for d in self.devices}
         for device in devices:
-            device.xid = old.get(device.uuid, 0)
+            if device.uuid in old:
+                device.xid, device.xid_last = old[device.uuid].xid, old[device.uuid].xid_last
         self.devices = devices
         if self.watch_xid:
             self._start_xid_thread()
@@ -257,19 +291,9 @@ class NvmlBackend:
         if memory is not None:
             sample.memory_total_bytes = float(memory.total)
             sample.memory_used_bytes = float(memory.used)
-        rates = self._call(
-            device, "utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(handle)
-        )
-        if rates is not None:
-            sample.utilization_ratio = rates.gpu / 100
-        power = self._call(device, "power", lambda: nvml.nvmlDeviceGetPowerUsage(handle))
-        if power is not None:
-            sample.power_watts = power / 1000
-        limit = self._call(
-            device, "power_limit", lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle)
-        )
-        if limit is not None:
-            sample.power_limit_watts = limit / 1000
+            sample.memory_free_bytes = float(memory.free)
+        self._utilization(device, sample)
+        self._power(device, sample)
         temp = self._temperature(device)
         if temp is not None:
             sample.temperature_celsius["gpu"] = float(temp)
@@ -284,17 +308,81 @@ class NvmlBackend:
             )
             if mhz is not None:
                 sample.clock_hertz[clock] = mhz * 1e6
+            top = self._call(
+                device,
+                f"max_clock_{clock}",
+                functools.partial(nvml.nvmlDeviceGetMaxClockInfo, handle, kind),
+            )
+            if top:
+                sample.clock_max_hertz[clock] = top * 1e6
+        self._clock_events(device, sample)
         sample.pcie_link_generation = self._call(
             device, "pcie_gen", lambda: nvml.nvmlDeviceGetCurrPcieLinkGeneration(handle)
         )
         sample.pcie_link_width = self._call(
             device, "pcie_width", lambda: nvml.nvmlDeviceGetCurrPcieLinkWidth(handle)
         )
+        sample.pcie_link_max_generation = self._call(
+            device, "pcie_max_gen", lambda: nvml.nvmlDeviceGetMaxPcieLinkGeneration(handle)
+        )
+        sample.pcie_link_max_width = self._call(
+            device, "pcie_max_width", lambda: nvml.nvmlDeviceGetMaxPcieLinkWidth(handle)
+        )
         self._fields(device, sample)
         if device.xid_watched:
             sample.xid_errors_total = float(device.xid)
+            if device.xid_last is not None:
+                sample.xid_last_code = float(device.xid_last)
         if self.processes:
             sample.processes = self._processes(device)
+
+    def _utilization(self, device: _Device, sample: DeviceSample) -> None:
+        nvml, handle = self.nvml, device.handle
+        rates = self._call(
+            device, "utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(handle)
+        )
+        if rates is not None:
+            sample.utilization_ratio = rates.gpu / 100
+            sample.memory_utilization_ratio = rates.memory / 100
+        encoder = self._call(
+            device, "encoder", lambda: nvml.nvmlDeviceGetEncoderUtilization(handle)
+        )
+        if encoder is not None:
+            sample.encoder_utilization_ratio = encoder[0] / 100
+        decoder = self._call(
+            device, "decoder", lambda: nvml.nvmlDeviceGetDecoderUtilization(handle)
+        )
+        if decoder is not None:
+            sample.decoder_utilization_ratio = decoder[0] / 100
+        pstate = self._call(device, "pstate", lambda: nvml.nvmlDeviceGetPerformanceState(handle))
+        if pstate is not None and pstate != UNKNOWN_PSTATE:
+            sample.performance_state = int(pstate)
+
+    def _power(self, device: _Device, sample: DeviceSample) -> None:
+        nvml, handle = self.nvml, device.handle
+        power = self._call(device, "power", lambda: nvml.nvmlDeviceGetPowerUsage(handle))
+        if power is not None:
+            sample.power_watts = power / 1000
+        limit = self._call(
+            device, "power_limit", lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle)
+        )
+        if limit is not None:
+            sample.power_limit_watts = limit / 1000
+        constraints = self._call(
+            device,
+            "power_limit_constraints",
+            lambda: nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle),
+        )
+        if constraints is not None:
+            sample.power_limit_min_watts = constraints[0] / 1000
+            sample.power_limit_max_watts = constraints[1] / 1000
+        default = self._call(
+            device,
+            "power_limit_default",
+            lambda: nvml.nvmlDeviceGetPowerManagementDefaultLimit(handle),
+        )
+        if default is not None:
+            sample.power_limit_default_watts = default / 1000
 
     def _temperature(self, device: _Device) -> int | None:
         nvml, handle = self.nvml, device.handle
@@ -310,6 +398,26 @@ class NvmlBackend:
             "temperature",
             lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU),
         )
+
+    def _clock_events(self, device: _Device, sample: DeviceSample) -> None:
+        nvml, handle = self.nvml, device.handle
+        # Renamed from "throttle reasons" in driver 535; older drivers only have the old name.
+        reasons_of = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+            nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None
+        )
+        if reasons_of is not None:
+            mask = self._call(device, "clock_event_reasons", functools.partial(reasons_of, handle))
+            if mask is not None:
+                for reason, bit in CLOCK_EVENT_REASONS.items():
+                    sample.clock_event_active[reason] = 1.0 if int(mask) & bit else 0.0
+        for policy, kind in THROTTLE_POLICIES.items():
+            status = self._call(
+                device,
+                f"violation_{policy}",
+                functools.partial(nvml.nvmlDeviceGetViolationStatus, handle, kind),
+            )
+            if status is not None:
+                sample.clock_throttle_seconds_total[policy] = status.violationTime / 1e9
 
     def _fields(self, device: _Device, sample: DeviceSample) -> None:
         ids = list(FIELDS.values())
@@ -332,6 +440,18 @@ class NvmlBackend:
         for kind in ("corrected", "uncorrected"):
             if f"ecc_{kind}" in got:
                 sample.ecc_errors_total[kind] = got[f"ecc_{kind}"]
+        sample.pcie_replay_errors_total = got.get("pcie_replay")
+        sample.pcie_transmit_bytes_total = got.get("pcie_tx_bytes")
+        sample.pcie_receive_bytes_total = got.get("pcie_rx_bytes")
+        for cause in ("single_bit", "double_bit"):
+            if f"retired_{cause}" in got:
+                sample.retired_pages[cause] = got[f"retired_{cause}"]
+        sample.retired_pages_pending = got.get("retired_pending")
+        for cause in ("correctable", "uncorrectable"):
+            if f"remapped_{cause}" in got:
+                sample.remapped_rows[cause] = got[f"remapped_{cause}"]
+        sample.remapped_rows_pending = got.get("remapped_pending")
+        sample.remapped_rows_failed = got.get("remapped_failure")
 
     def _processes(self, device: _Device) -> list[ProcessSample]:
         nvml, handle = self.nvml, device.handle
@@ -396,7 +516,8 @@ class NvmlBackend:
                 device = self._device_of(event.device, by_handle)
                 if device is not None:
                     device.xid += 1
-                    log.warning("xid error", uuid=device.uuid, xid=int(event.eventData))
+                    device.xid_last = int(event.eventData)
+                    log.warning("xid error", uuid=device.uuid, xid=device.xid_last)
         finally:
             with contextlib.suppress(pynvml.NVMLError):
                 nvml.nvmlEventSetFree(event_set)

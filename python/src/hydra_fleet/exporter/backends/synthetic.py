@@ -59,12 +59,21 @@ class SyntheticBackend:
         sample.utilization_ratio = round(wave, 3)
         sample.memory_total_bytes = device.memory_bytes
         sample.memory_used_bytes = min(used, device.memory_bytes)
+        sample.memory_free_bytes = device.memory_bytes - sample.memory_used_bytes
+        sample.memory_utilization_ratio = round(wave / 2, 3)
         sample.power_limit_watts = 300.0
+        sample.power_limit_min_watts = 100.0
+        sample.power_limit_max_watts = 350.0
+        sample.power_limit_default_watts = 300.0
         sample.power_watts = round(40 + 200 * wave, 1)
         sample.fan_speed_ratio = round(0.3 + 0.4 * wave, 3)
         sample.clock_hertz = {"graphics": 1.5e9 + 1e9 * wave, "memory": 1.0e10}
+        sample.clock_max_hertz = {"graphics": 2.5e9, "memory": 1.0e10}
         sample.pcie_link_generation = 4
         sample.pcie_link_width = 16
+        sample.pcie_link_max_generation = 4
+        sample.pcie_link_max_width = 16
+        sample.pcie_replay_errors_total = 0
         sample.processes = self._processes[index]
         if device.vendor == "amd":
             sample.temperature_celsius = {
@@ -77,9 +86,26 @@ class SyntheticBackend:
         else:
             sample.temperature_celsius = {"gpu": round(40 + 30 * wave, 1)}
             sample.energy_joules_total = round(120 * now, 3)
+        if device.vendor == "amd":
+            sample.clock_min_hertz = {"graphics": 5e8, "memory": 9.6e7}
         if device.vendor == "nvidia":
             sample.ecc_errors_total = {"corrected": 0, "uncorrected": 0}
             sample.xid_errors_total = 0
+            sample.encoder_utilization_ratio = 0.0
+            sample.decoder_utilization_ratio = round(wave / 4, 3)
+            sample.performance_state = 2 if wave > 0.2 else 8
+            # Idle in the trough of the wave, power-capped at its crest.
+            sample.clock_event_active = {
+                "gpu_idle": 1.0 if wave <= 0.5 else 0.0,
+                "sw_power_cap": 1.0 if wave > 0.5 else 0.0,
+                "hw_thermal_slowdown": 0.0,
+            }
+            sample.clock_throttle_seconds_total = {"power": round(now / 10, 3), "thermal": 0.0}
+            sample.pcie_transmit_bytes_total = round(2e8 * now)
+            sample.pcie_receive_bytes_total = round(1e9 * now)
+            sample.remapped_rows = {"correctable": 0.0, "uncorrectable": 0.0}
+            sample.remapped_rows_pending = 0.0
+            sample.remapped_rows_failed = 0.0
         return sample
 
     def close(self) -> None:
