@@ -67,7 +67,9 @@ def fixture_notify(tmp_path: Path) -> Iterator[NotifySocket]:
 def launch(tmp_path: Path, notify: NotifySocket, **keys: Any) -> subprocess.Popen[bytes]:
     config = tmp_path / "instance.json"
     config.write_text(
-        json.dumps({"name": "llm", "host": "127.0.0.1", "workDir": str(tmp_path / "w"), **keys})
+        json.dumps(
+            {"name": "llm", "listenAddress": "127.0.0.1", "workDir": str(tmp_path / "w"), **keys}
+        )
     )
     env = {**os.environ, "NOTIFY_SOCKET": notify.path}
     return subprocess.Popen([*LAUNCH, "run", "--config", str(config)], env=env)
@@ -94,7 +96,13 @@ def gone(pid: int) -> bool:
     return stat[stat.rfind(")") + 2] == "Z"
 
 
-FAST = {"interval": 0.2, "probeTimeout": 2, "stopTimeout": 5, "timeout": 60}
+FAST = {
+    "interval": 0.2,
+    "probeTimeout": 2,
+    "stopTimeout": 5,
+    "timeout": 60,
+    "liveness": {"interval": 0.5, "timeout": 2},
+}
 
 
 @pytest.mark.parametrize("mode", ["llama-cpp", "tabbyapi", "vllm"])
@@ -300,6 +308,7 @@ def test_missing_executable_is_78(tmp_path: Path, notify: NotifySocket) -> None:
         port=free_port(),
         model="m.gguf",
         contextLength=512,
+        cpuOnly=True,
         executable=str(tmp_path / "nope"),
     )
     assert proc.wait(30) == 78
