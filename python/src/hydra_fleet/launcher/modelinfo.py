@@ -72,6 +72,7 @@ class GgufHeader:
     data_end: int  # where the last tensor's data ends (offset + size, after the header)
     last_tensor: str
     file_size: int
+    header_bytes: int  # how far the parse read: the header, KV section and tensor table
 
 
 class _Reader:
@@ -199,7 +200,7 @@ def _parse(reader: _Reader, size: int) -> GgufHeader:
     if not isinstance(alignment, int) or alignment <= 0:
         alignment = _DEFAULT_ALIGNMENT
     data_start = -(-reader.pos // alignment) * alignment
-    return GgufHeader(metadata, tensors, total, data_start + end, last, size)
+    return GgufHeader(metadata, tensors, total, data_start + end, last, size, reader.pos)
 
 
 def read_gguf_metadata(path: Path) -> dict[str, Any]:

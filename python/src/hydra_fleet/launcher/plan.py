@@ -68,7 +68,7 @@ def as_dict(pre: Preflight, spec: LaunchSpec) -> dict[str, Any]:
         },
         "fatal": pre.fatal,
         "temporary": pre.temporary,
-        "notes": pre.notes,
+        "notes": [*pre.notes, *spec.notes],
         "verdict": pre.verdict,
     }
 
@@ -126,6 +126,6 @@ def as_text(pre: Preflight, spec: LaunchSpec) -> str:
         lines.append("          (GiB)")
         if fit.largest_context is not None:
             lines.append(f"          largest context that fits: {fit.largest_context}")
-    lines += [f"note      {note}" for note in pre.notes]
+    lines += [f"note      {note}" for note in [*pre.notes, *spec.notes]]
     lines.append(f"verdict   {pre.verdict}")
     return "\n".join(lines)

@@ -40,8 +40,6 @@ def launch_spec(
     env = dict(spec.env)
     env.update(instance.environment)
     notes = spec.notes
-    if instance.cpu_only:
-        notes = (*notes, "CPU only (cpuOnly: true): every GPU hidden, nothing offloaded")
     return LaunchSpec(
         argv=spec.argv,
         env=env,
