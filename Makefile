@@ -47,7 +47,7 @@ ENGINE_CACHE ?= $(or $(HYDRA_ENGINE_CACHE),/var/cache/hydra-engines)
 
 .PHONY: test-engines
 test-engines: $(BIN)/.installed ## real llama-server + LiteLLM (built once, cached in ENGINE_CACHE): the real-engine tests
-	HYDRA_ENGINE_CACHE=$(ENGINE_CACHE) scripts/build-llama-server > $(VENV)/engines.env
+	HYDRA_ENGINE_CACHE=$(ENGINE_CACHE) PYTHON=$(CURDIR)/$(BIN)/python scripts/build-llama-server > $(VENV)/engines.env
 	set -a && . ./$(VENV)/engines.env && set +a && cd python && ../$(BIN)/pytest -m real_engine tests/engines_real
 
 .PHONY: run
