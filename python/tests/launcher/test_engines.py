@@ -16,7 +16,7 @@ import yaml
 from hydra_fleet.core.errors import ConfigError
 from hydra_fleet.launcher import cli, config, preflight
 from hydra_fleet.launcher.cli import main
-from hydra_fleet.launcher.engines import Features, launch_spec
+from hydra_fleet.launcher.engines import ENGINES, Features, launch_spec
 from tests.launcher.conftest import LLAMA3_70B_35, RTX4090, RTX5090, instance
 
 GIB = 1024**3
@@ -367,3 +367,16 @@ def test_config_keys_validated_at_load(tmp_path: Path) -> None:
     path.write_text(json.dumps({"engine": "vllm", "port": 1, "model": "m", "host": "::"}))
     with pytest.raises(ConfigError, match="host"):
         config.load(path)
+
+
+def test_out_of_memory_at_load_is_not_a_refusal() -> None:
+    """ "failed to load model" after an allocation failure may clear: not a 78."""
+    llama = ENGINES["llama-cpp"]
+    assert llama.refusal(["error: invalid argument: --fit"]) == "error: invalid argument: --fit"
+    oom = [
+        "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 9000 MiB: cudaMalloc failed: "
+        "out of memory",
+        "llama_model_load: error loading model: unable to allocate CUDA0 buffer",
+        "failed to load model",
+    ]
+    assert llama.refusal(oom) is None

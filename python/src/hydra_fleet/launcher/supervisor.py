@@ -188,6 +188,8 @@ class Supervisor:
             log.info("plan note", note=note)
         write_files(spec)
         env = {k: v for k, v in self.environ.items() if k not in _DROPPED_ENV}
+        # The output goes through a pipe: Python engines would hold their lines back.
+        env["PYTHONUNBUFFERED"] = "1"
         env.update(spec.env)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -336,6 +338,7 @@ class Supervisor:
                 log.info("engine loading", seconds=round(waited), probe=result.detail)
             await self._wait(readiness.interval)
         if (problem := await self._placement(result.cpu_fallback)) is not None:
+            problem += self._target_hint()
             log.error("engine not on its GPUs", problem=problem)
             self.notifier.status(problem)
             return EX_TEMPFAIL
@@ -380,6 +383,17 @@ class Supervisor:
             if failures >= readiness.failures:
                 self.notifier.status(f"unhealthy: {result.detail}")
                 return EX_FAILURE
+
+    def _target_hint(self) -> str:
+        """An AMD card the engine build may not have been compiled for (e.g. Ollama and
+        gfx906: not among upstream's ROCm targets; unsupported cards are dropped)."""
+        archs = sorted({g.arch for g in self.instance.gpus if g.vendor == "amd"})
+        if not archs:
+            return ""
+        return (
+            f"; the GPU is visible, so check that this {self.instance.engine} build has "
+            f"{', '.join(archs)} among its ROCm targets (nixpkgs: rocmGpuTargets)"
+        )
 
     async def _placement(self, cpu_fallback: bool) -> str | None:
         instance = self.instance

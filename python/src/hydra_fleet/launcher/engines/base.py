@@ -72,6 +72,14 @@ class Engine:
     # Output lines that mean "your arguments or your model are wrong" when the engine exits
     # during start-up: a configuration error (78), not something a restart fixes.
     refusals: ClassVar[tuple[str, ...]] = ()
+    # ...unless the output also says memory ran out: that may clear (another process held it).
+    transient: ClassVar[tuple[str, ...]] = (
+        "out of memory",
+        "failed to allocate",
+        "cudaMalloc",
+        "hipMalloc",
+        "OutOfDeviceMemory",
+    )
     # vLLM: claims gpuMemoryUtilization x capacity and fits inside it (no headroom).
     claims_utilization: ClassVar[bool] = False
     needs_model: ClassVar[bool] = True
@@ -148,6 +156,8 @@ class Engine:
 
     def refusal(self, lines: list[str]) -> str | None:
         """The engine's own error line, when its start-up output says it refused its input."""
+        if any(word.lower() in line.lower() for line in lines for word in self.transient):
+            return None
         for line in lines:
             if any(pattern in line for pattern in self.refusals):
                 return line.strip()[:300]
