@@ -1,7 +1,9 @@
 """The VRAM fit: weights + KV cache + overhead per GPU, against capacity and free memory.
 
 need(GPU i) = share_i x (weights + KV) + overhead_i, where
-  KV       = 2 x layers x kvHeads x headDim x context x bytes per element (cache type),
+  KV       = 2 x layers x kvHeads x headDim x tokens x bytes per element (cache type), and
+             tokens = the engine's own count for the context (`Engine.kv_tokens`: llama.cpp
+             and TabbyAPI pad it to 256, Ollama holds OLLAMA_NUM_PARALLEL of it),
   overhead = overheadBytes (CUDA context, allocator, compute buffers; 1 GiB by default)
              + headroom x capacity (fragmentation and activation peaks; 20 % by default),
   share_i  = the engine's split rule: tensor parallel (vLLM, TabbyAPI tensor_parallel) splits
@@ -9,6 +11,8 @@ need(GPU i) = share_i x (weights + KV) + overhead_i, where
              without tensor parallel) is written by the launcher in proportion to what each
              GPU has left after its overhead.
 vLLM reserves gpuMemoryUtilization x capacity on every rank and fits inside it (no headroom).
+The split rule and the KV count belong to the engine objects (`engines/`); the largest context
+offered never exceeds the model's trained context.
 """
 
 from __future__ import annotations
