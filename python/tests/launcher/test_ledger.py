@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hydra_fleet.launcher import ledger, preflight
+from hydra_fleet.launcher import cli, ledger, preflight
 from hydra_fleet.launcher.cli import main
 from tests.launcher.conftest import instance
 
@@ -123,3 +123,22 @@ def test_siblings_planned_memory_is_taken_at_start(tmp_path: Path) -> None:
     assert refusal
     assert "left by its siblings" in refusal[0]
     assert any("planned for ollama (siblingsFile)" in n for n in together.notes)
+
+
+def test_run_refuses_what_its_siblings_planned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run` with siblingsFile: 78 before starting anything, though the card is empty."""
+    monkeypatch.setattr(cli, "_probe", lambda _: None)
+    siblings = tmp_path / "siblings.json"
+    siblings.write_text(json.dumps({"ollama": json.loads(ollama(tmp_path, 65536).read_text())}))
+    coder = llama(tmp_path, context=65536)
+    config = json.loads(coder.read_text())
+    config |= {"siblingsFile": str(siblings), "modelInfo": QWEN_14B, "model": "models/coder.gguf"}
+    coder.write_text(json.dumps(config))
+    assert main(["check", "--static", "--config", str(coder)]) == 0
+    assert main(["run", "--config", str(coder)]) == 78
+    err = capsys.readouterr().err
+    assert "contextLength: context 65536 does not fit" in err
+    assert "left by its siblings" in err
+    assert "does not exist" not in err
