@@ -43,6 +43,13 @@ nix-parse: ## parse every .nix file (when Nix is installed)
 test: lint nix-parse ## set up .venv, then lint, type-check, parse Nix, run pytest
 	cd python && ../$(BIN)/pytest
 
+ENGINE_CACHE ?= $(or $(HYDRA_ENGINE_CACHE),/var/cache/hydra-engines)
+
+.PHONY: test-engines
+test-engines: $(BIN)/.installed ## real llama-server + LiteLLM (built once, cached in ENGINE_CACHE): the real-engine tests
+	HYDRA_ENGINE_CACHE=$(ENGINE_CACHE) PYTHON=$(CURDIR)/$(BIN)/python scripts/build-llama-server > $(VENV)/engines.env
+	set -a && . ./$(VENV)/engines.env && set +a && cd python && ../$(BIN)/pytest -m real_engine tests/engines_real
+
 .PHONY: run
 run: $(BIN)/.installed ## exporter + health agent on loopback (BACKEND=synthetic for demo GPUs)
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/run-local $(or $(BACKEND),auto)

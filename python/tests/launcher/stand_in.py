@@ -7,6 +7,10 @@ tabbyapi, vllm: the port opens only after DELAY seconds, then /health 200.
 ollama: / answers at once; POST /api/generate loads the model in DELAY seconds; /api/ps lists it.
 ollama-cpu: like ollama, but /api/ps shows the model held in system memory (size_vram 0).
 degrade: like llama-cpp, then /health answers 500 from 2 x DELAY seconds on (a hung engine).
+reload: like llama-cpp, then /health 503 "Loading model" again from 2 x DELAY to 6 x DELAY
+seconds (a model reloading after ready), then 200 again.
+ollama-busy: like ollama, but once /api/ps has listed the loaded model it never answers again
+(a reload holding Ollama's scheduler lock).
 crash: listens, exits 3 after DELAY seconds. ignore-term: like llama-cpp but ignores SIGTERM.
 MARKER: a file where the stand-in writes the time.time() at which it became ready.
 Also writes `<MARKER>.env` with its NOTIFY_SOCKET and CUDA_VISIBLE_DEVICES, and spawns a
@@ -46,6 +50,7 @@ async def main(mode: str, port: int, delay: float, marker: Path | None) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     started = time.monotonic()
     loaded: set[str] = set()
+    listed: list[bool] = []
 
     def ready() -> bool:
         return time.monotonic() - started >= delay
@@ -53,7 +58,11 @@ async def main(mode: str, port: int, delay: float, marker: Path | None) -> None:
     async def health(_: web.Request) -> web.Response:
         if mode == "degrade" and time.monotonic() - started >= 2 * delay:
             return web.json_response({"error": "hung"}, status=500)
-        if mode in ("llama-cpp", "ignore-term", "degrade") and not ready():
+        if mode == "reload" and 2 * delay <= time.monotonic() - started < 6 * delay:
+            return web.json_response(
+                {"error": {"code": 503, "message": "Loading model"}}, status=503
+            )
+        if mode in ("llama-cpp", "ignore-term", "degrade", "reload") and not ready():
             return web.json_response(
                 {"error": {"code": 503, "message": "Loading model"}}, status=503
             )
@@ -72,6 +81,10 @@ async def main(mode: str, port: int, delay: float, marker: Path | None) -> None:
         return web.json_response({"done": True})
 
     async def ps(_: web.Request) -> web.Response:
+        if mode == "ollama-busy" and listed:
+            await asyncio.Event().wait()
+        if loaded:
+            listed.append(True)
         vram = 0 if mode == "ollama-cpu" else 100
         models = [{"name": m, "size": 100, "size_vram": vram} for m in sorted(loaded)]
         return web.json_response({"models": models})
@@ -89,7 +102,7 @@ async def main(mode: str, port: int, delay: float, marker: Path | None) -> None:
     await site.start()
     if mode in ("tabbyapi", "vllm"):
         mark(marker)
-    elif mode in ("llama-cpp", "ignore-term", "degrade"):
+    elif mode in ("llama-cpp", "ignore-term", "degrade", "reload"):
         await asyncio.sleep(max(delay - (time.monotonic() - started), 0))
         mark(marker)
     if mode == "crash":

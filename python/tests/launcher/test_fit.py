@@ -189,6 +189,6 @@ def test_blackwell_needs_cuda_12_8() -> None:
     gpus = FakeGpus([device(0, 32, uuid="GPU-5090")], driver_=DriverInfo("560.35", (12, 6)))
     pre = preflight.run(inst, gpus)
     assert pre.fatal == [
-        "RTX 5090 (sm_120, Blackwell) needs a driver with CUDA 12.8 or later (driver 570+); "
+        "gpus: RTX 5090 (sm_120, Blackwell) needs a driver with CUDA 12.8 or later (driver 570+); "
         "the loaded driver 560.35 supports CUDA 12.6"
     ]

@@ -73,6 +73,8 @@ def test_tabbyapi_config_yml(
     assert out["env"] == {
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         "CUDA_VISIBLE_DEVICES": "GPU-5090,GPU-4090",
+        "HOME": str(tmp_path / "w"),
+        "XDG_CACHE_HOME": str(tmp_path / "w" / ".cache"),
     }
     config = yaml.safe_load(out["files"][config_path])
     assert config["network"] == {
@@ -89,7 +91,12 @@ def test_tabbyapi_config_yml(
     assert model["cache_mode"] == "FP16"
     assert model["tensor_parallel"] is True
     assert model["gpu_split_auto"] is False
-    assert model["gpu_split"] == [15.64, 15.64]
+    # Weights + KV (15.64 GiB each, tensor parallel) plus the same spare room on both: what
+    # the smaller card has left after its overhead (1 GiB + 20 %), so the ratio stays even.
+    rows = out["fit"]["gpus"]
+    assert [round((r["weightsBytes"] + r["kvBytes"]) / 1024**3, 1) for r in rows] == [15.6] * 2
+    budget_4090 = (rows[1]["capacityBytes"] - rows[1]["overheadBytes"]) / 1024**3
+    assert model["gpu_split"] == [18.2, 18.2] == [int(budget_4090 * 100) / 100] * 2
     assert out["files"][str(tmp_path / "w" / "api_tokens.yml")] == "<redacted>"
     assert "sk-tabby" not in json.dumps(out)
     assert out["probe"] == {"kind": "http", "url": "http://127.0.0.1:18099/health", "models": []}
@@ -104,7 +111,7 @@ def test_llama_cpp_argv(
         capsys,
         engine="llama-cpp",
         model="models/q.gguf",
-        host="0.0.0.0",
+        listenAddress="0.0.0.0",
         contextLength=32768,
         cacheType="q8",
         gpus=[MI50, W7500],
@@ -149,6 +156,8 @@ def test_llama_cpp_argv(
         "ROCR_VISIBLE_DEVICES": "0,1",
         "HIP_VISIBLE_DEVICES": "0,1",
         "HSA_OVERRIDE_GFX_VERSION": "11.0.0",
+        "HOME": "/tmp/hydra-launch-llm",
+        "XDG_CACHE_HOME": "/tmp/hydra-launch-llm/.cache",
     }
     assert out["probe"]["url"] == "http://127.0.0.1:18099/health"
     assert code == 0
@@ -167,6 +176,7 @@ def test_api_key_file_resolves_credentials_directory(
         engine="llama-cpp",
         model="m.gguf",
         contextLength=4096,
+        cpuOnly=True,
         apiKeyFile="$CREDENTIALS_DIRECTORY/apiKey",
     )
     i = out["argv"].index("--api-key-file")
@@ -212,6 +222,8 @@ def test_vllm_argv(
     assert out["env"] == {
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         "CUDA_VISIBLE_DEVICES": "GPU-4090,GPU-4090b",
+        "HOME": "/tmp/hydra-launch-llm",
+        "XDG_CACHE_HOME": "/tmp/hydra-launch-llm/.cache",
         "VLLM_API_KEY": "<redacted>",
     }
     assert code == 0
@@ -238,6 +250,7 @@ def test_ollama_environment(
         "ROCR_VISIBLE_DEVICES": "0",
         "HIP_VISIBLE_DEVICES": "0",
         "HOME": "/var/lib/ollama-x",
+        "XDG_CACHE_HOME": "/var/lib/ollama-x/.cache",
         "OLLAMA_HOST": "127.0.0.1:11434",
         "OLLAMA_CONTEXT_LENGTH": "16384",
         "OLLAMA_KV_CACHE_TYPE": "q8_0",
@@ -322,6 +335,7 @@ def test_plan_text_states_the_overhead(
                 "model": "m",
                 "port": 1,
                 "contextLength": 1,
+                "cpuOnly": True,
                 "settings": {"ctx-size": 5},
             },
             "settings.ctx-size",

@@ -67,7 +67,9 @@ def fixture_notify(tmp_path: Path) -> Iterator[NotifySocket]:
 def launch(tmp_path: Path, notify: NotifySocket, **keys: Any) -> subprocess.Popen[bytes]:
     config = tmp_path / "instance.json"
     config.write_text(
-        json.dumps({"name": "llm", "host": "127.0.0.1", "workDir": str(tmp_path / "w"), **keys})
+        json.dumps(
+            {"name": "llm", "listenAddress": "127.0.0.1", "workDir": str(tmp_path / "w"), **keys}
+        )
     )
     env = {**os.environ, "NOTIFY_SOCKET": notify.path}
     return subprocess.Popen([*LAUNCH, "run", "--config", str(config)], env=env)
@@ -94,7 +96,13 @@ def gone(pid: int) -> bool:
     return stat[stat.rfind(")") + 2] == "Z"
 
 
-FAST = {"interval": 0.2, "probeTimeout": 2, "stopTimeout": 5, "timeout": 60}
+FAST = {
+    "interval": 0.2,
+    "probeTimeout": 2,
+    "stopTimeout": 5,
+    "timeout": 60,
+    "liveness": {"interval": 0.5, "timeout": 2},
+}
 
 
 @pytest.mark.parametrize("mode", ["llama-cpp", "tabbyapi", "vllm"])
@@ -300,6 +308,7 @@ def test_missing_executable_is_78(tmp_path: Path, notify: NotifySocket) -> None:
         port=free_port(),
         model="m.gguf",
         contextLength=512,
+        cpuOnly=True,
         executable=str(tmp_path / "nope"),
     )
     assert proc.wait(30) == 78
@@ -364,3 +373,158 @@ def test_stop_waits_for_the_gpu_memory_release(tmp_path: Path, notify: NotifySoc
     assert gpus.answers[0] == {1: 8 << 30}  # placement: held while running
     assert gpus.answers[-1] == {1: 0}  # released before run() returned
     assert all(gone(pid) for pid in sup.seen_pids)
+
+
+def fake_llama_server(tmp_path: Path, help_text: str, then: str) -> Path:
+    """A llama-server binary: `--help` prints `help_text`; otherwise it records its argv in
+    `argv.txt` and runs `then` (a shell command line)."""
+    path = tmp_path / "llama-server"
+    path.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = --help ]; then printf %s {shlex.quote(help_text)}; exit 0; fi\n'
+        f'echo "$@" > {shlex.quote(str(tmp_path / "argv.txt"))}\n'
+        f"{then}\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
+def test_engine_refusing_its_arguments_is_78_with_its_line(
+    tmp_path: Path, notify: NotifySocket
+) -> None:
+    """An engine that exits 1 at argument parsing is a configuration error, not a restart."""
+    line = "error: invalid argument: --fit"
+    fake = fake_llama_server(tmp_path, "--fit [on|off]", f"echo {shlex.quote(line)} >&2; exit 1")
+    proc = subprocess.Popen(
+        [*LAUNCH, "run", "--config", str(llama_config(tmp_path, fake))],
+        env={**os.environ, "NOTIFY_SOCKET": notify.path},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 78
+    assert f"llama-cpp refused to start (exit 1): {line}" in err
+    assert line in err.splitlines()  # the engine's own output still reaches the journal
+    statuses = [m for _, m in notify.collect("refused", 2)]
+    assert any("STATUS=refused (78)" in m and line in m for m in statuses)
+
+
+def llama_config(tmp_path: Path, executable: Path, **keys: Any) -> Path:
+    config = tmp_path / "instance.json"
+    config.write_text(
+        json.dumps(
+            {
+                "name": "llm",
+                "engine": "llama-cpp",
+                "port": keys.pop("port", free_port()),
+                "model": "m.gguf",
+                "contextLength": 512,
+                "cpuOnly": True,
+                "executable": str(executable),
+                "workDir": str(tmp_path / "w"),
+                "readiness": FAST,
+                **keys,
+            }
+        )
+    )
+    return config
+
+
+def test_old_llama_server_gets_no_fit_flag(tmp_path: Path, notify: NotifySocket) -> None:
+    """The binary's --help decides: a build without --fit is started without it."""
+    port, marker = free_port(), tmp_path / "ready"
+    then = f"exec {shlex.join(stand_in('llama-cpp', port, 0.5, marker))}"
+    fake = fake_llama_server(tmp_path, "--ctx-size N\n--flash-attn", then)
+    proc = subprocess.Popen(
+        [*LAUNCH, "run", "--config", str(llama_config(tmp_path, fake, port=port))],
+        env={**os.environ, "NOTIFY_SOCKET": notify.path},
+    )
+    try:
+        assert any("READY=1" in m for _, m in notify.collect("READY=1", 30))
+        argv = (tmp_path / "argv.txt").read_text().split()
+        assert "--fit" not in argv
+        assert argv[argv.index("--n-gpu-layers") + 1] == "0"
+        home = tmp_path / "w"
+        child_env = json.loads(Path(f"{marker}.env").read_text())
+        assert child_env["CUDA_VISIBLE_DEVICES"] == "-1"
+        assert home.is_dir()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def test_reload_after_ready_is_loading_not_dead(tmp_path: Path, notify: NotifySocket) -> None:
+    """llama-server answers 503 "Loading model" again after READY=1 (a reload): the
+    launcher says so and keeps it, though one failed probe would otherwise end the run."""
+    port, marker = free_port(), tmp_path / "ready"
+    proc = launch(
+        tmp_path,
+        notify,
+        engine="command",
+        port=port,
+        command=stand_in("reload", port, 1.0, marker),
+        probePath="/health",
+        readiness={**FAST, "failures": 1},
+    )
+    try:
+        messages = [m for _, m in notify.collect("STATUS=reloading", 30)]
+        assert any("READY=1" in m for m in messages)
+        assert any("STATUS=reloading: GET /health 503" in m for m in messages), messages
+        messages = [m for _, m in notify.collect("STATUS=ready", 30)]
+        assert any("STATUS=ready" in m for m in messages), messages
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def test_ollama_busy_api_ps_does_not_kill_it(tmp_path: Path, notify: NotifySocket) -> None:
+    """After ready, /api/ps blocks (a model loading holds Ollama's scheduler lock): the
+    liveness probe asks only `/`, so Ollama is kept."""
+    port, marker = free_port(), tmp_path / "ready"
+    ollama = stand_in_executable(tmp_path, "ollama-busy", port, 0.2, marker)
+    readiness = {**FAST, "failures": 1, "liveness": {"interval": 0.5, "timeout": 0.5}}
+    proc = launch(
+        tmp_path,
+        notify,
+        engine="ollama",
+        port=port,
+        model="llama3",
+        contextLength=4096,
+        cpuOnly=True,
+        executable=str(ollama),
+        readiness=readiness,
+    )
+    try:
+        assert any("READY=1" in m for _, m in notify.collect("READY=1", 30))
+        # Several liveness rounds, each of which would time out on /api/ps.
+        assert not [m for _, m in notify.collect("STATUS=unhealthy", 3) if "unhealthy" in m]
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+async def test_status_while_waiting_for_the_gpu(tmp_path: Path, notify: NotifySocket) -> None:
+    """The GPU is not visible for two tries: systemd's status says the launcher waits."""
+    port, marker = free_port(), tmp_path / "ready"
+    gpus = FakeGpus([device(1, 24, uuid="GPU-4090")], unavailable_calls=2, held={1: 1 << 30})
+    inst = instance(
+        engine="command",
+        port=port,
+        command=stand_in("crash", port, 0.5, marker),
+        gpus=[RTX4090],
+        readiness={**FAST, "gpuWait": 10},
+    )
+    assert await supervisor.run(inst, gpus, Notifier(notify.path)) == 3
+    messages = [m for _, m in notify.collect("READY=1", 2)]
+    waiting = [m for m in messages if m.startswith("STATUS=waiting for GPUs")]
+    assert len(waiting) == 2
+    assert "/dev/nvidia-uvm missing" in waiting[0]
+
+
+def test_refusal_is_in_the_status(tmp_path: Path, notify: NotifySocket) -> None:
+    proc = launch(tmp_path, notify, engine="llama-cpp", port=1, model="m", contextLength=1)
+    assert proc.wait(30) == 78
+    messages = [m for _, m in notify.collect("refused", 2)]
+    assert any("STATUS=refused (78)" in m and "gpus: empty" in m for m in messages)

@@ -58,6 +58,20 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class Liveness:
+    """Probing after READY=1: its own slower cadence and longer timeout.
+
+    An engine busy generating answers its probe late; LiteLLM and Ollama log every probe.
+    A model reloading after ready (llama-server's 503 "Loading model") counts as loading,
+    not as a failure, for up to `readiness.timeout`; `readiness.failures` failed probes in a
+    row end the run.
+    """
+
+    interval: Annotated[float, in_range(0.5, 3600)] = 10.0
+    timeout: Annotated[float, in_range(0.5, 600)] = 30.0
+
+
+@dataclass(frozen=True)
 class Readiness:
     """How long loading may take, how often to probe, and when a ready engine counts as dead."""
 
@@ -66,6 +80,7 @@ class Readiness:
     interval: Annotated[float, in_range(0.05, 60)] = 0.25
     probe_timeout: Annotated[float, in_range(0.1, 120)] = 5.0
     failures: Positive = 3
+    liveness: Liveness = field(default_factory=Liveness)
     gpu_wait: Annotated[float, in_range(0)] = 120.0
     stop_timeout: Annotated[float, in_range(0.1)] = 60.0
     release_timeout: Annotated[float, in_range(0)] = 30.0
@@ -78,8 +93,10 @@ class Instance:
     engine: Engine
     port: Port
     name: Annotated[str, non_empty] = "default"
-    host: Annotated[str, non_empty] = "127.0.0.1"
+    listen_address: Annotated[str, non_empty] = "127.0.0.1"
     gpus: list[Gpu] = field(default_factory=list)
+    # No GPUs: the engine runs on the CPU only when the instance says so (never by accident).
+    cpu_only: bool = False
     model: str = ""
     context_length: Positive | None = None
     cache_type: CacheType = "f16"
@@ -87,10 +104,17 @@ class Instance:
     environment: dict[str, str] = field(default_factory=dict)
     # A path; `$CREDENTIALS_DIRECTORY/<name>` is resolved at start (systemd LoadCredential).
     api_key_file: str | None = None
+    # TabbyAPI's admin key (load/unload models); without it a random one nobody is told.
+    admin_key_file: str | None = None
     executable: str | None = None
     command: list[str] = field(default_factory=list)
     probe_path: str | None = None
     work_dir: str | None = None
+    # TabbyAPI: its checkout (holds `backends/`), to check the model's quantization against.
+    engine_source: str | None = None
+    # JSON: instance name -> launcher config of every other instance on this host (the VRAM
+    # ledger: what siblings on the same GPUs are planned to hold is not free for this one).
+    siblings_file: str | None = None
     hsa_override_gfx_version: str | None = None
     model_info: ModelInfo | None = None
     overhead_bytes: Annotated[int, in_range(0)] | None = None
@@ -100,22 +124,12 @@ class Instance:
     readiness: Readiness = field(default_factory=Readiness)
 
     def __post_init__(self) -> None:
-        if self.engine == "command" and not self.command:
-            raise FieldProblem("command", "missing; the command engine needs the argv to run")
-        if self.engine != "command" and self.command:
-            raise FieldProblem("command", f'only for engine "command", not "{self.engine}"')
-        if self.engine != "command" and not self.model:
-            raise FieldProblem("model", f'missing; engine "{self.engine}" needs a model')
-        if self.engine != "command" and self.context_length is None:
-            raise FieldProblem(
-                "contextLength", "missing; set it explicitly (engines default to the model max)"
-            )
         if len({gpu.vendor for gpu in self.gpus}) > 1:
             raise FieldProblem("gpus", "expected GPUs of one vendor per instance")
         if len({gpu.index for gpu in self.gpus}) != len(self.gpus):
             raise FieldProblem("gpus", "the same GPU index is listed twice")
-        if self.engine == "ollama" and self.api_key_file:
-            raise FieldProblem("apiKeyFile", "Ollama has no API keys; put the gateway in front")
+        if self.cpu_only and self.gpus:
+            raise FieldProblem("cpuOnly", "true with GPUs pinned; remove one of them")
         if self.probe_path is not None and not self.probe_path.startswith("/"):
             raise FieldProblem(
                 "probePath", f"expected a path starting with /, got {self.probe_path!r}"
@@ -130,42 +144,70 @@ class Instance:
 
     def api_key_path(self, environ: dict[str, str] | None = None) -> Path | None:
         """The API key file, with `$CREDENTIALS_DIRECTORY` expanded from the environment."""
-        if self.api_key_file is None:
-            return None
-        env = os.environ if environ is None else environ
-        text = self.api_key_file
-        for var in ("${CREDENTIALS_DIRECTORY}", "$CREDENTIALS_DIRECTORY"):
-            if var in text:
-                text = text.replace(var, env.get("CREDENTIALS_DIRECTORY", ""))
-        return Path(text)
+        return expand_credentials(self.api_key_file, environ)
+
+    def admin_key_path(self, environ: dict[str, str] | None = None) -> Path | None:
+        return expand_credentials(self.admin_key_file, environ)
+
+
+def expand_credentials(text: str | None, environ: dict[str, str] | None) -> Path | None:
+    """A secret path, with `$CREDENTIALS_DIRECTORY` expanded from the environment."""
+    if text is None:
+        return None
+    env = os.environ if environ is None else environ
+    for var in ("${CREDENTIALS_DIRECTORY}", "$CREDENTIALS_DIRECTORY"):
+        if var in text:
+            text = text.replace(var, env.get("CREDENTIALS_DIRECTORY", ""))
+    return Path(text)
 
 
 def check_api_key(
     instance: Instance, config_path: Path, environ: dict[str, str], *, at_start: bool
 ) -> None:
-    """Make sure the API key file is readable and not empty, naming the config file if not.
+    """Make sure the key files are readable and not empty, naming the config file if not.
 
     Outside the unit (`check` at build time) a key under `$CREDENTIALS_DIRECTORY` does
     not exist yet: systemd provides it at start, so it is checked only then.
     """
-    if instance.api_key_file is None:
+    secrets = (("apiKeyFile", instance.api_key_file), ("adminKeyFile", instance.admin_key_file))
+    for key, value in secrets:
+        _check_secret(key, value, config_path, environ, at_start=at_start)
+
+
+def _check_secret(
+    key: str, value: str | None, config_path: Path, environ: dict[str, str], *, at_start: bool
+) -> None:
+    if value is None:
         return
-    from_systemd = "CREDENTIALS_DIRECTORY" in instance.api_key_file
+    from_systemd = "CREDENTIALS_DIRECTORY" in value
     if from_systemd and "CREDENTIALS_DIRECTORY" not in environ and not at_start:
         return
-    path = instance.api_key_path(environ)
+    path = expand_credentials(value, environ)
     assert path is not None
     try:
-        key = path.read_text(encoding="utf-8").strip()
+        secret = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as err:
         why = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
-        raise ConfigError(
-            str(config_path), "apiKeyFile", f"cannot read secret file {path}: {why}"
-        ) from err
-    if not key:
-        raise ConfigError(str(config_path), "apiKeyFile", f"secret file {path} is empty")
+        raise ConfigError(str(config_path), key, f"cannot read secret file {path}: {why}") from err
+    if not secret:
+        raise ConfigError(str(config_path), key, f"secret file {path} is empty")
 
 
 def load(path: Path | None) -> Instance:
-    """Read and validate an instance config; `ConfigError` (exit 78) on any problem."""
-    return core_config.load(Instance, path)
+    """Read and validate an instance config; `ConfigError` (exit 78) on any problem.
+
+    The engine's own rules (cache types, owned settings, CPU only by name) are checked here
+    too, so `check`, `plan` and `run` refuse the same things with the same message.
+    """
+    instance = core_config.load(Instance, path)
+    validate(instance, str(path) if path is not None else "(no config file)")
+    return instance
+
+
+def validate(instance: Instance, source: str) -> None:
+    from hydra_fleet.launcher.engines import engine_for  # noqa: PLC0415 - engines import us
+
+    try:
+        engine_for(instance).validate(instance)
+    except FieldProblem as err:
+        raise ConfigError(source, err.key, err.problem) from None

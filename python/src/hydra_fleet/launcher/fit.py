@@ -1,7 +1,9 @@
 """The VRAM fit: weights + KV cache + overhead per GPU, against capacity and free memory.
 
 need(GPU i) = share_i x (weights + KV) + overhead_i, where
-  KV       = 2 x layers x kvHeads x headDim x context x bytes per element (cache type),
+  KV       = 2 x layers x kvHeads x headDim x tokens x bytes per element (cache type), and
+             tokens = the engine's own count for the context (`Engine.kv_tokens`: llama.cpp
+             and TabbyAPI pad it to 256, Ollama holds OLLAMA_NUM_PARALLEL of it),
   overhead = overheadBytes (CUDA context, allocator, compute buffers; 1 GiB by default)
              + headroom x capacity (fragmentation and activation peaks; 20 % by default),
   share_i  = the engine's split rule: tensor parallel (vLLM, TabbyAPI tensor_parallel) splits
@@ -9,6 +11,8 @@ need(GPU i) = share_i x (weights + KV) + overhead_i, where
              without tensor parallel) is written by the launcher in proportion to what each
              GPU has left after its overhead.
 vLLM reserves gpuMemoryUtilization x capacity on every rank and fits inside it (no headroom).
+The split rule and the KV count belong to the engine objects (`engines/`); the largest context
+offered never exceeds the model's trained context.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from hydra_fleet.launcher.config import GIB, Gpu, Instance
+from hydra_fleet.launcher.engines import engine_for
 from hydra_fleet.launcher.modelinfo import ModelFacts
 
 DEFAULT_OVERHEAD = GIB
@@ -31,13 +36,6 @@ BYTES_PER_ELEMENT = {
     "q8": 34 / 32,
     "q6": 26 / 32,
     "q4": 18 / 32,
-}
-SUPPORTED_CACHE = {
-    "tabbyapi": {"f16", "q8", "q6", "q4"},
-    "llama-cpp": {"f16", "bf16", "q8", "q4"},
-    "ollama": {"f16", "q8", "q4"},
-    "vllm": {"f16", "bf16", "fp8"},
-    "command": set(BYTES_PER_ELEMENT),
 }
 
 
@@ -88,14 +86,7 @@ class Fit:
 
 
 def tensor_parallel(instance: Instance) -> bool:
-    if instance.engine == "vllm":
-        return True
-    model = instance.settings.get("model")
-    return (
-        instance.engine == "tabbyapi"
-        and isinstance(model, dict)
-        and model.get("tensor_parallel") is True
-    )
+    return engine_for(instance).tensor_parallel(instance)
 
 
 def kv_bytes(facts: ModelFacts, context: int, cache_type: str, parallel: int = 1) -> int | None:
@@ -106,14 +97,8 @@ def kv_bytes(facts: ModelFacts, context: int, cache_type: str, parallel: int = 1
 
 
 def cached_tokens(instance: Instance) -> int:
-    """The tokens the engine allocates KV for (TabbyAPI rounds cache_size up to 256)."""
-    context = instance.context_length or 0
-    if instance.engine == "tabbyapi":
-        return math.ceil(context / CONTEXT_STEP) * CONTEXT_STEP
-    if instance.engine == "ollama":
-        parallel = int(instance.settings.get("OLLAMA_NUM_PARALLEL", 1))
-        return context * parallel
-    return context
+    """The tokens the engine allocates KV for (its own padding and parallel sequences)."""
+    return engine_for(instance).kv_tokens(instance)
 
 
 def compute(
@@ -125,7 +110,7 @@ def compute(
     """The fit for `instance` on its GPUs; `capacities`/`free` are bytes, one per GPU."""
     context = instance.context_length or 0
     fixed = DEFAULT_OVERHEAD if instance.overhead_bytes is None else instance.overhead_bytes
-    vllm = instance.engine == "vllm"
+    vllm = engine_for(instance).claims_utilization
     if vllm:
         note = (
             f"vLLM takes gpuMemoryUtilization {instance.gpu_memory_utilization:g} of each GPU; "
@@ -146,17 +131,12 @@ def compute(
         overhead_note=note,
     )
     problems: list[str] = []
-    if instance.cache_type not in SUPPORTED_CACHE[instance.engine]:
-        supported = ", ".join(sorted(SUPPORTED_CACHE[instance.engine]))
-        problems.append(
-            f'cacheType "{instance.cache_type}" is not one {instance.engine} has ({supported})'
-        )
     if not instance.gpus or instance.engine == "command" or facts.weights_bytes is None:
         return Fit(**{**base.__dict__, "problems": problems})
     if vllm and len(set(capacities)) > 1:
         sizes = " + ".join(f"{c / GIB:.0f} GiB" for c in capacities)
         problems.append(
-            f"vLLM tensor parallel needs GPUs of equal memory, got {sizes}: it splits every "
+            f"gpus: vLLM tensor parallel needs GPUs of equal memory, got {sizes}: it splits every "
             "tensor evenly, so the smallest GPU bounds it; use TabbyAPI or llama.cpp, or one GPU"
         )
     n = len(instance.gpus)
@@ -177,8 +157,8 @@ def compute(
     kv = kv_bytes(facts, tokens, instance.cache_type) or 0
     if facts.kv_bytes_per_token_elem is None:
         problems.append(
-            f"KV cache size unknown ({facts.source or 'no model facts'} lacks layers/kvHeads/"
-            "headDim): set modelInfo"
+            f"modelInfo: KV cache size unknown ({facts.source or 'no model facts'} lacks "
+            "layers/kvHeads/headDim): set modelInfo"
         )
     rows = []
     for gpu, cap, fr, share, over in zip(
@@ -218,7 +198,8 @@ def compute(
 def _largest_context(
     instance: Instance, facts: ModelFacts, budgets: list[float], shares: list[float]
 ) -> int | None:
-    """The largest context (a multiple of 256) whose need fits every GPU's capacity."""
+    """The largest context (a multiple of 256) whose need fits every GPU's capacity, and
+    never more than the model's trained context."""
     per_token = facts.kv_bytes_per_token_elem
     if per_token is None or facts.weights_bytes is None:
         return None
@@ -230,6 +211,10 @@ def _largest_context(
             continue
         room = budget / share - facts.weights_bytes
         best = min(best, room / token_bytes)
+    if facts.max_context:
+        best = min(best, facts.max_context)
     if best == math.inf or best < CONTEXT_STEP:
         return 0
+    if facts.max_context and best == facts.max_context:
+        return facts.max_context
     return int(best // CONTEXT_STEP) * CONTEXT_STEP

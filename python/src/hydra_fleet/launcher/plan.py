@@ -21,6 +21,7 @@ def as_dict(pre: Preflight, spec: LaunchSpec) -> dict[str, Any]:
     env = {k: (REDACTED if k in spec.secret_env else v) for k, v in spec.env.items()}
     files = {k: (REDACTED if k in spec.secret_files else v) for k, v in spec.files.items()}
     facts = pre.facts
+    live = spec.liveness or spec.probe
     return {
         "instance": pre.instance.name,
         "engine": pre.instance.engine,
@@ -32,6 +33,13 @@ def as_dict(pre: Preflight, spec: LaunchSpec) -> dict[str, Any]:
             "kind": spec.probe.kind,
             "url": spec.probe.url,
             "models": list(spec.probe.models),
+        },
+        "liveness": {
+            "kind": live.kind,
+            "url": live.url,
+            "interval": pre.instance.readiness.liveness.interval,
+            "timeout": pre.instance.readiness.liveness.timeout,
+            "failures": pre.instance.readiness.failures,
         },
         "model": {
             "source": facts.source,
@@ -68,7 +76,7 @@ def as_dict(pre: Preflight, spec: LaunchSpec) -> dict[str, Any]:
         },
         "fatal": pre.fatal,
         "temporary": pre.temporary,
-        "notes": pre.notes,
+        "notes": [*pre.notes, *spec.notes],
         "verdict": pre.verdict,
     }
 
@@ -91,6 +99,11 @@ def as_text(pre: Preflight, spec: LaunchSpec) -> str:
         lines += [f"            {line}" for line in str(text).splitlines()]
     models = f" (models: {', '.join(spec.probe.models)})" if spec.probe.models else ""
     lines.append(f"ready     {spec.probe.kind} {spec.probe.url}{models}")
+    live = data["liveness"]
+    lines.append(
+        f"alive     {live['kind']} {live['url']} every {live['interval']:g}s "
+        f"(timeout {live['timeout']:g}s, {live['failures']} failures in a row end the run)"
+    )
     fit = pre.fit
     facts = pre.facts
     if fit.checked:
@@ -126,6 +139,6 @@ def as_text(pre: Preflight, spec: LaunchSpec) -> str:
         lines.append("          (GiB)")
         if fit.largest_context is not None:
             lines.append(f"          largest context that fits: {fit.largest_context}")
-    lines += [f"note      {note}" for note in pre.notes]
+    lines += [f"note      {note}" for note in [*pre.notes, *spec.notes]]
     lines.append(f"verdict   {pre.verdict}")
     return "\n".join(lines)

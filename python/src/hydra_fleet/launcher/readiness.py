@@ -18,6 +18,7 @@ class Result:
     detail: str
     fatal: str | None = None  # will not get better by waiting (e.g. unknown Ollama model)
     cpu_fallback: bool = False
+    loading: bool = False  # the engine says it is (re)loading a model: not dead
 
 
 def _tagged(model: str) -> str:
@@ -73,7 +74,10 @@ class Prober:
             body = (await response.text())[:120].strip()
             if response.status == 200:
                 return Result(True, f"GET {urlsplit(url).path} 200")
-            return Result(False, f"GET {urlsplit(url).path} {response.status} {body}")
+            loading = response.status == 503 and "loading" in body.lower()
+            return Result(
+                False, f"GET {urlsplit(url).path} {response.status} {body}", loading=loading
+            )
 
     async def _ollama(self) -> Result:
         base = self.probe.url.rstrip("/")
