@@ -10,12 +10,12 @@ instance config.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -402,12 +402,12 @@ def instance_config(
 ) -> Path:
     """The generated config, with secret files (paths on the host) replaced by local ones and
     the siblings file (a store path on the host) by a local copy of its generated content."""
-    config = for_this_launcher(exec_config(report, name, unit(instance)) | changes)
+    config = exec_config(report, name, unit(instance)) | changes
     siblings = config.pop("siblingsFile", None)
     config = local_secrets(config, tmp_path)
-    if siblings is not None and "siblings_file" in launcher_fields():
+    if siblings is not None:
         others = {
-            other: for_this_launcher(local_secrets(value, tmp_path))
+            other: local_secrets(value, tmp_path)
             for other, value in siblings_of(report, name, instance).items()
         }
         config["siblingsFile"] = str(tmp_path / f"{name}-{instance}-siblings.json")
@@ -425,23 +425,6 @@ def siblings_of(report: dict[str, Any], name: str, instance: str) -> dict[str, A
     ]
     siblings: dict[str, Any] = value
     return siblings
-
-
-def launcher_fields() -> set[str]:
-    """The launcher config's field names (snake case) in this checkout."""
-    try:
-        from hydra_fleet.launcher.config import Instance  # noqa: PLC0415 (optional part)
-    except ImportError:
-        return set()
-    return {f.name for f in dataclasses.fields(Instance)}
-
-
-def for_this_launcher(config: dict[str, Any]) -> dict[str, Any]:
-    """The Nix side writes `listenAddress`; a launcher from before that rename reads `host`."""
-    if "listenAddress" in config and "host" in launcher_fields():
-        config = dict(config)
-        config["host"] = config.pop("listenAddress")
-    return config
 
 
 def local_secrets(value: Any, tmp_path: Path) -> Any:
@@ -493,7 +476,7 @@ def test_generated_launcher_config_passes_check(
     cli = launcher()
     path = instance_config(report, name, instance, tmp_path)
     done = subprocess.run(
-        [str(cli), "check", "--config", str(path)],
+        [str(cli), "check", "--static", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -750,21 +733,41 @@ def test_hydra_ai_70b_fits_16k_and_refuses_32k(
         assert f"largest context that fits is {fit['largestContext']}" in refusal, refusal
 
 
+def host_check(
+    report: dict[str, Any],
+    name: str,
+    tmp_path: Path,
+    only: Sequence[str] = (),
+    **changes: Any,
+) -> str:
+    """`hydra-launch check --static` on a host's instance configs at once (all, or `only`), as
+    the module's build-time check runs it; `changes` maps an instance to keys to override."""
+    tmp_path.mkdir(exist_ok=True)
+    argv = [str(launcher()), "check", "--static"]
+    for instance in only or HOSTS[name].instances:
+        path = instance_config(report, name, instance, tmp_path, **changes.get(instance, {}))
+        argv += ["--config", str(path)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    return f"{done.returncode}\n{done.stdout}{done.stderr}"
+
+
 @pytest.mark.parametrize("name", sorted(HOSTS))
 def test_instances_sharing_a_gpu_fit_together(
     report: dict[str, Any], name: str, tmp_path: Path
 ) -> None:
-    launcher()
-    used: dict[int, list[dict[str, Any]]] = {}
-    for instance in HOSTS[name].instances:
-        fit = plan(instance_config(report, name, instance, tmp_path))["fit"]
-        if fit["checked"]:
-            for gpu in fit["gpus"]:
-                used.setdefault(gpu["index"], []).append(gpu)
-    assert used, f"{name}: no plan computed a fit"
-    for index, fits in used.items():
-        # Weights and KV cache add up; one overhead (the largest) covers the card's headroom.
-        need = sum(f["weightsBytes"] + f["kvBytes"] for f in fits)
-        need += max(f["overheadBytes"] for f in fits)
-        capacity = fits[0]["capacityBytes"]
-        assert need <= capacity, f"{name}: GPU {index}: {need / GIB:.1f} > {capacity / GIB:.1f} GiB"
+    output = host_check(report, name, tmp_path)
+    assert output.startswith("0\n"), output
+
+
+def test_a_host_that_overcommits_a_gpu_is_refused_with_the_table(
+    report: dict[str, Any], tmp_path: Path
+) -> None:
+    """l's MI50 holds Ollama and llama.cpp: Ollama at 64K fits the card alone, not beside
+    llama.cpp, so the host's build-time check refuses it and prints the per-GPU table."""
+    alone = host_check(report, "l", tmp_path / "alone", ["ollama"], ollama={"contextLength": 65536})
+    assert alone.startswith("0\n"), alone
+    output = host_check(report, "l", tmp_path, ollama={"contextLength": 65536})
+    assert output.startswith("78\n"), output
+    assert "gpus (all instances together)" in output
+    assert "llama-mi50" in output
+    assert "ollama" in output
