@@ -9,7 +9,6 @@ with collector_success 0 and its devices down until it returns.
 from __future__ import annotations
 
 import asyncio
-import html
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +18,7 @@ from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from hydra_fleet.core.log import get_logger
+from hydra_fleet.exporter import page
 from hydra_fleet.exporter.backends.pyrsmi import fill_gaps
 from hydra_fleet.exporter.collector import GpuCollector, render
 from hydra_fleet.exporter.model import Backend, BackendResult, DeviceSample, Snapshot
@@ -129,14 +129,6 @@ def _down(device: DeviceSample) -> DeviceSample:
 
 EXPORTER = web.AppKey("exporter", Exporter)
 
-PAGE = """<!doctype html>
-<html><head><title>hydra-gpu-exporter</title></head>
-<body><h1>hydra-gpu-exporter</h1>
-<p>Backends: {backends}</p>
-<p><a href="/metrics">/metrics</a> &middot; <a href="/healthz">/healthz</a></p>
-</body></html>
-"""
-
 
 async def metrics(request: web.Request) -> web.Response:
     body = await request.app[EXPORTER].scrape()
@@ -153,11 +145,6 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
-async def index(request: web.Request) -> web.Response:
-    names = ", ".join(b.name for b in request.app[EXPORTER].backends) or "none (no GPU found)"
-    return web.Response(text=PAGE.format(backends=html.escape(names)), content_type="text/html")
-
-
 def make_app(exporter: Exporter) -> web.Application:
     app = web.Application()
     app[EXPORTER] = exporter
@@ -169,5 +156,5 @@ def make_app(exporter: Exporter) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/", index)
+    app.router.add_get("/", page.index)
     return app
