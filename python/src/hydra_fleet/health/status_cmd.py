@@ -40,7 +40,7 @@ def _cut(text: object, width: int) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def _columns(rows: list[list[str]]) -> list[str]:
+def columns(rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
@@ -76,10 +76,10 @@ def render(status: dict[str, Any], url: str) -> str:
         rows.append(
             [name, state, since, _restarts(c.get("remediation"), now), _cut(c["detail"], 70)]
         )
-    lines += _columns(rows) if checks else ["no checks configured"]
+    lines += columns(rows) if checks else ["no checks configured"]
     instances = status.get("instances", [])
     if instances:
-        lines += ["", *_columns(ps_rows(instances, now))]
+        lines += ["", *columns(ps_rows(instances, now))]
     gpus = status.get("gpus", [])
     exporter = status.get("exporter") or {}
     if gpus:
@@ -100,7 +100,7 @@ def render(status: dict[str, Any], url: str) -> str:
                     held or "-",
                 ]
             )
-        lines += ["", *_columns(rows)]
+        lines += ["", *columns(rows)]
     elif exporter and not exporter.get("ok"):
         lines += ["", f"GPUs: exporter {exporter.get('url')}: {exporter.get('error')}"]
     outbox = status.get("outbox", {})
@@ -109,7 +109,7 @@ def render(status: dict[str, Any], url: str) -> str:
         for sink, s in outbox.items():
             oldest = ago(s["oldestAgeSeconds"]) if s["waiting"] else "-"
             rows.append([sink, str(s["waiting"]), oldest])
-        lines += ["", *_columns(rows)]
+        lines += ["", *columns(rows)]
     return "\n".join(lines)
 
 
@@ -157,7 +157,7 @@ def render_fleet(data: dict[str, Any]) -> str:
                 str(alerts_waiting(s)),
             ]
         )
-    return "\n".join(_columns(rows))
+    return "\n".join(columns(rows))
 
 
 EPILOG = """\b
