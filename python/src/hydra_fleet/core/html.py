@@ -29,6 +29,7 @@ a { color:var(--u0); }
 table { border-collapse:collapse; width:100%; }
 th, td { text-align:left; padding:0.35rem 0.5rem; border-bottom:1px solid var(--line);
   vertical-align:top; }
+td:first-child { white-space:nowrap; }
 th { font-size:0.8rem; color:var(--muted); font-weight:600; white-space:nowrap; }
 td.num { text-align:right; white-space:nowrap; font-variant-numeric:tabular-nums; }
 .badge { display:inline-block; padding:0 0.45rem; border-radius:0.6rem; font-size:0.8rem;
@@ -51,6 +52,17 @@ tr.bad td { background:color-mix(in srgb, var(--bad) 10%, transparent); }
   margin:0.6rem 0; } .host.bad { border-color:var(--bad); border-width:2px; }
 .host h2 { margin:0.2rem 0; }
 footer { margin-top:1.5rem; color:var(--muted); font-size:0.8rem; }
+@media (max-width: 40rem) {
+  /* a phone: each row becomes a card, each cell a "label value" line */
+  table, tbody, tr, td { display:block; width:100%; } thead { display:none; }
+  tr { border:1px solid var(--line); border-radius:0.4rem; margin:0 0 0.5rem; padding:0.2rem 0; }
+  td { border:0; padding:0.15rem 0.6rem; display:grid; grid-template-columns:6.5rem 1fr;
+    gap:0.5rem; }
+  td::before { content:attr(data-label); color:var(--muted); font-size:0.8rem; }
+  td:first-child { display:block; font-size:1.05rem; } td:first-child::before { content:none; }
+  td:empty { display:none; }
+  tr.bad { border-color:var(--bad); border-width:2px; }
+}
 """
 
 OK_STATES = {"up", "ok", "healthy", "ready", "delivered", "running"}
@@ -109,13 +121,19 @@ def since(epoch: float | None, now: float) -> str:
     return f'<span title="{esc(clock(epoch))}">{esc(ago(now - epoch))} ago</span>'
 
 
-def vram_bar(used: float | None, total: float | None, units: Sequence[tuple[str, float]]) -> str:
+def vram_bar(
+    used: float | None,
+    total: float | None,
+    units: Sequence[tuple[str, float]],
+    *,
+    legend: bool = True,
+) -> str:
     """A bar of the GPU's memory, one coloured segment per unit, with the figures beside it."""
     if not total:
         return '<span class="muted">no VRAM figures</span>'
     used = used or 0.0
     segments = []
-    legend = []
+    items = []
     accounted = 0.0
     for n, (unit, held) in enumerate(units):
         part = min(held, max(0.0, total - accounted))
@@ -125,7 +143,7 @@ def vram_bar(used: float | None, total: float | None, units: Sequence[tuple[str,
             f'<span class="{colour}" style="width:{100 * part / total:.2f}%" '
             f'title="{esc(unit)}: {esc(gib(held))}"></span>'
         )
-        legend.append(f'<li><i class="{colour}"></i>{esc(unit)} {esc(gib(held))}</li>')
+        items.append(f'<li><i class="{colour}"></i>{esc(unit)} {esc(gib(held))}</li>')
     rest = max(0.0, min(used, total) - accounted)
     if rest > 0:
         segments.append(
@@ -137,7 +155,7 @@ def vram_bar(used: float | None, total: float | None, units: Sequence[tuple[str,
         f'<div class="vram-bar" role="meter" aria-valuemin="0" aria-valuemax="{total:.0f}" '
         f'aria-valuenow="{used:.0f}" aria-label="VRAM used">{"".join(segments)}</div>'
         f'<div class="muted">{esc(gib(used))} of {esc(gib(total))} ({pct:.0f}%)</div>'
-        + (f'<ul class="units">{"".join(legend)}</ul>' if legend else "")
+        + (f'<ul class="units">{"".join(items)}</ul>' if legend and items else "")
     )
 
 
@@ -145,7 +163,14 @@ def table(headers: Sequence[str], rows: Iterable[tuple[Sequence[str], str]], cls
     """A table of pre-escaped cells; each row is (cells, row class)."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = "".join(
-        f'<tr class="{row_cls}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+        f'<tr class="{row_cls}">'
+        + "".join(
+            (f'<td data-label="{esc(h)}"><div>{c}</div></td>' if c else "<td></td>")
+            if n
+            else f"<td>{c}</td>"
+            for n, (h, c) in enumerate(zip(headers, cells, strict=True))
+        )
+        + "</tr>"
         for cells, row_cls in rows
     )
     if not body:

@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from hydra_fleet.core.gpu_table import gpu_rows
-from hydra_fleet.core.html import ago, badge, clock, esc, gib, page, since, table
+from hydra_fleet.core.html import ago, badge, clock, esc, gib, page, since, table, vram_bar
 from hydra_fleet.health.agent import Agent
 from hydra_fleet.health.config import FleetMember
 from hydra_fleet.health.overview import fleet, overview
@@ -167,8 +167,18 @@ def _host_row(host: dict[str, Any]) -> tuple[list[str], str]:
         )
     gpus = "".join(
         f"<div>{badge('up' if g['up'] else 'down')} {esc(g['vendor'])}:{esc(g['index'])} "
-        f"{esc(g['name'])} {esc(gib(g.get('memoryUsedBytes')))}"
-        f" / {esc(gib(g.get('memoryTotalBytes')))}</div>"
+        f"{esc(g['name'])}"
+        + (
+            vram_bar(
+                g["memoryUsedBytes"],
+                g["memoryTotalBytes"],
+                [(u["unit"], float(u["memoryBytes"])) for u in g.get("units", [])],
+                legend=False,
+            )
+            if g.get("memoryTotalBytes")
+            else ""
+        )
+        + "</div>"
         for g in status.get("gpus", [])
     )
     exporter = status.get("exporter") or {}
