@@ -25,7 +25,7 @@ from hydra_fleet.health.checks import CheckContext, run_check
 from hydra_fleet.health.config import HealthConfig, load_config
 from hydra_fleet.health.gate import run_gate
 from hydra_fleet.health.status_cmd import resolve_config, status
-from hydra_fleet.health.store import Store, open_store
+from hydra_fleet.health.store import StateError, Store, open_store
 
 log = get_logger("hydra.health")
 
@@ -213,7 +213,13 @@ def _store_path(ctx: click.Context, config_file: Path | None, state_dir: Path | 
 
 def _open_existing(ctx: click.Context, path: Path) -> Store | None:
     """The state database when it exists; inspecting never creates it."""
-    if not path.is_file():
+    if not path.exists():
+        blocker = next((p for p in path.parents if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise StateError(
+                f"cannot open the state database {path}: {blocker} is not a directory "
+                "(check stateDir / --state-dir)"
+            )
         click.echo(f"hydra-health: no state database at {path} (the agent has not run)", err=True)
         return None
     store = open_store(path)
