@@ -16,7 +16,7 @@ HOSTS = sorted(p.parent.name for p in (REPO / "hosts").glob("*/default.nix"))
 def make(*args: str) -> subprocess.CompletedProcess[str]:
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    if not (REPO / "Makefile").is_file():
+    if not (REPO / "Makefile").is_file() or not HOSTS:
         pytest.skip("not in a checkout of the repository (the Nix build has python/ only)")
     env = {k: v for k, v in os.environ.items() if k != "HOST"}
     return subprocess.run(
@@ -39,10 +39,10 @@ def test_an_unknown_host_is_refused_with_the_list(goal: str) -> None:
 
 
 def test_a_known_host_passes() -> None:
-    assert HOSTS
-    done = make("build", f"HOST={HOSTS[0]}")
+    host = HOSTS[0] if HOSTS else "none"  # make() skips without hosts/
+    done = make("build", f"HOST={host}")
     assert done.returncode == 0, done.stderr
-    assert f"nixosConfigurations.{HOSTS[0]}" in done.stdout
+    assert f"nixosConfigurations.{host}" in done.stdout
 
 
 def test_targets_without_a_host_do_not_ask_for_one() -> None:
