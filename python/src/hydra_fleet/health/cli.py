@@ -85,7 +85,10 @@ def main_group() -> None:
 main_group.add_command(status)
 
 
-@main_group.command()
+@main_group.command(
+    epilog="\b\nExamples:\n  hydra-health run --config python/examples/health-local.json"
+    " --state-dir /tmp/hydra-health\n  hydra-health run --listen 0.0.0.0:9446"
+)
 @config_option
 @state_option
 @click.option("--listen", help="HOST:PORT (overrides listenAddress and port)")

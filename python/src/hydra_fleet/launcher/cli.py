@@ -64,7 +64,9 @@ def cli() -> None:
 cli.add_command(ps)
 
 
-@cli.command()
+@cli.command(
+    epilog="\b\nExample:\n  hydra-launch check --config python/examples/instance-ollama.json"
+)
 @CONFIG
 def check(config_path: Path) -> int:
     """Validate the config only."""
@@ -76,7 +78,11 @@ def check(config_path: Path) -> int:
     return EX_OK
 
 
-@cli.command("plan")
+@cli.command(
+    "plan",
+    epilog="\b\nExamples:\n  hydra-launch plan --config python/examples/instance-tabbyapi.json"
+    "\n  hydra-launch plan --config /etc/hydra-inference/llm.json --json | jq .fit",
+)
 @CONFIG
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan_command(config_path: Path, as_json: bool) -> int:
@@ -94,7 +100,10 @@ def plan_command(config_path: Path, as_json: bool) -> int:
     return EX_TEMPFAIL if pre.temporary else EX_OK
 
 
-@cli.command()
+@cli.command(
+    epilog="\b\nExample (as the unit runs it):\n"
+    "  hydra-launch run --config /etc/hydra-inference/llm.json"
+)
 @CONFIG
 def run(config_path: Path) -> int:
     """Preflight, start the engine, tell systemd when it is ready, supervise it."""
