@@ -3,7 +3,6 @@
   python3Packages,
   prometheus,
   redis,
-  chromium,
   pyrsmi ? null,
   withRocm ? false,
 }:
@@ -52,8 +51,6 @@ python3Packages.buildPythonApplication (finalAttrs: {
     python3Packages.pytest-asyncio
     prometheus
     redis
-    # the status pages' browser tests (tests/ops/test_browser.py)
-    chromium
   ];
 
   # Tests that need a real GPU run on a GPU machine with `pytest -m gpu`.
