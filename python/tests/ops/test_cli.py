@@ -30,6 +30,10 @@ def test_status_names_what_is_failing_and_exits_1(host: Host) -> None:
     assert "/3 left, next in" in big
     assert "cannot connect" in big
     assert any(line.startswith("webhook ") for line in lines)
+    assert any(
+        line.startswith("HydraCheckDown inference-big (firing)") and "webhook" in line
+        for line in lines
+    )
     assert any("synthetic:2 Demo RTX 5090" in line and "DOWN" in line for line in lines)
 
 

@@ -55,6 +55,13 @@ def test_agent_page_lists_engines_gpus_and_waiting_alerts(host: Host) -> None:
     assert 'data-state="down"' in _row(page, "synthetic:2 Demo RTX 5090")
     assert re.search(r"\d+ °C", page)
     assert re.search(r"\d+ W / 300 W", page)
+    waiting = next(  # the alerts themselves, not only a count
+        row
+        for row in re.findall(r"<tr[^>]*>.*?</tr>", page, flags=re.S)
+        if "<strong>HydraCheckDown</strong> inference-big" in row
+    )
+    assert "webhook" in waiting
+    assert 'data-state="firing"' in waiting
     webhook = _row(page, "webhook")
     assert re.search(
         r'<td data-label="alerts waiting"><div><span class="num">[1-9]\d*</span>', webhook
@@ -73,6 +80,8 @@ def test_status_json_answers_the_operators_questions(host: Host) -> None:
     assert big["remediation"]["nextAllowedAt"] > time.time() - 1
     assert status["checks"]["exporter"]["remediation"] is None
     assert status["outbox"]["webhook"]["waiting"] >= 2
+    queued = {(w["alertname"], w["check"], w["sink"]) for w in status["waitingAlerts"]}
+    assert ("HydraCheckDown", "inference-big", "webhook") in queued
     (llm,) = [i for i in status["instances"] if i["name"] == "llm"]
     assert llm["state"] == "ready"
     assert llm["readySince"] is not None

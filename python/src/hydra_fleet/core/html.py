@@ -23,6 +23,7 @@ STYLE = """
 body { margin:0 auto; max-width:72rem; padding:0.75rem; background:var(--bg); color:var(--fg);
   font:15px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
 h1 { font-size:1.3rem; margin:0.2rem 0; } h2 { font-size:1.05rem; margin:1.2rem 0 0.4rem; }
+h3 { font-size:0.95rem; margin:0.8rem 0 0.3rem; }
 header p, .muted { color:var(--muted); margin:0.2rem 0; font-size:0.9rem; }
 a { color:var(--u0); }
 .scroll { overflow-x:auto; }
@@ -67,7 +68,7 @@ footer { margin-top:1.5rem; color:var(--muted); font-size:0.8rem; }
 
 OK_STATES = {"up", "ok", "healthy", "ready", "delivered", "running"}
 BAD_STATES = {"down", "failed", "unhealthy", "no answer", "lost", "refused", "dead"}
-WARN_STATES = {"blocked", "flapping", "waiting", "starting", "loading", "pending alerts"}
+WARN_STATES = {"blocked", "flapping", "waiting", "starting", "loading", "firing"}
 
 
 def esc(value: object) -> str:

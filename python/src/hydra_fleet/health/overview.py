@@ -144,6 +144,7 @@ async def overview(agent: Agent, session: aiohttp.ClientSession) -> dict[str, An
         }
         for sink in sorted(set(sinks) | set(stats))
     }
+    result["waitingAlerts"] = await _waiting(agent)
     exporter = await gpus_task
     result["exporter"] = {k: exporter[k] for k in ("url", "ok", "error")}
     result["gpus"] = exporter["gpus"]
@@ -158,6 +159,32 @@ async def overview(agent: Agent, session: aiohttp.ClientSession) -> dict[str, An
     result["generatedAt"] = round(wall, 3)
     result["version"] = __version__
     return result
+
+
+WAITING_SHOWN = 20
+
+
+async def _waiting(agent: Agent) -> list[dict[str, Any]]:
+    """The newest undelivered alerts, per sink: what, since when, tries, the last error."""
+    if agent.store is None:
+        return []
+    rows = await agent.store.call(Store.listing, 200)
+    waiting = [r for r in rows if r["delivered_at"] is None][:WAITING_SHOWN]
+    return [
+        {
+            "id": r["id"],
+            "sink": r["sink"],
+            "status": r["status"],
+            "alertname": r["labels"].get("alertname", ""),
+            "check": r["labels"].get("check", ""),
+            "summary": r["annotations"].get("summary", ""),
+            "createdAt": r["created_at"],
+            "attempts": r["attempts"],
+            "nextTry": r["next_try"],
+            "lastError": r["last_error"],
+        }
+        for r in waiting
+    ]
 
 
 async def fetch_status(

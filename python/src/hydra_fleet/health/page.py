@@ -78,6 +78,28 @@ def _outbox(status: dict[str, Any]) -> str:
     return table(["sink", "alerts waiting", "oldest"], rows, "outbox")
 
 
+def _waiting(status: dict[str, Any], now: float) -> str:
+    alerts = status.get("waitingAlerts", [])
+    if not alerts:
+        return ""
+    rows = [
+        (
+            [
+                f"<strong>{esc(a['alertname'])}</strong> {esc(a['check'])}",
+                badge("firing" if a["status"] == "firing" else "resolved"),
+                esc(a["sink"]),
+                since(a["createdAt"], now),
+                f'<span class="num">{a["attempts"]}</span>',
+                f'<span class="detail">{esc(a["lastError"] or "not tried yet")}</span>',
+            ],
+            "",
+        )
+        for a in alerts
+    ]
+    headers = ["alert", "status", "sink", "queued", "tries", "last error"]
+    return "<h3>Not yet delivered</h3>" + table(headers, rows, "waiting")
+
+
 def _gpus_of(inst: dict[str, Any]) -> str:
     return ", ".join(
         f"{g['vendor']}:{g['index']} {g.get('model') or ''}".strip() for g in inst["gpus"]
@@ -142,7 +164,7 @@ def render_status(status: dict[str, Any]) -> str:
         + f"<h2>Checks</h2>{_checks(status, now)}"
         + f"<h2>Engines</h2>{_instances(status, now)}"
         + f"<h2>GPUs</h2>{_gpus(status)}"
-        + f"<h2>Alerts waiting</h2>{_outbox(status)}"
+        + f"<h2>Alerts waiting</h2>{_outbox(status)}{_waiting(status, now)}"
         + '<p class="muted"><a href="/status">/status</a> (JSON) · <a href="/metrics">/metrics</a>'
         + (' · <a href="/fleet">fleet</a>' if status.get("fleet") else "")
         + "</p>"

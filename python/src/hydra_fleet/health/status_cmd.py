@@ -110,6 +110,15 @@ def render(status: dict[str, Any], url: str) -> str:
             oldest = ago(s["oldestAgeSeconds"]) if s["waiting"] else "-"
             rows.append([sink, str(s["waiting"]), oldest])
         lines += ["", *columns(rows)]
+    waiting = status.get("waitingAlerts", [])
+    if waiting:
+        rows = [["NOT YET DELIVERED", "SINK", "TRIES", "LAST ERROR"]]
+        for w in waiting[:5]:
+            what = f"{w['alertname']} {w['check']} ({w['status']})"
+            rows.append([what, w["sink"], str(w["attempts"]), _cut(w["lastError"] or "-", 60)])
+        lines += ["", *columns(rows)]
+        if len(waiting) > 5:
+            lines.append("... and more: hydra-health alerts list")
     return "\n".join(lines)
 
 
