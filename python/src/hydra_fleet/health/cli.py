@@ -17,6 +17,7 @@ from hydra_fleet.core.cli import run_command
 from hydra_fleet.core.config import camel
 from hydra_fleet.core.errors import ConfigError
 from hydra_fleet.core.log import get_logger
+from hydra_fleet.core.report import resolve_config
 from hydra_fleet.core.server import serve
 from hydra_fleet.health import deploy as deploy_mod
 from hydra_fleet.health.agent import DB_NAME, Agent
@@ -24,7 +25,7 @@ from hydra_fleet.health.app import make_app
 from hydra_fleet.health.checks import CheckContext, run_check
 from hydra_fleet.health.config import HealthConfig, load_config
 from hydra_fleet.health.gate import run_gate
-from hydra_fleet.health.status_cmd import resolve_config, status
+from hydra_fleet.health.status_cmd import status
 from hydra_fleet.health.store import StateError, Store, open_store
 
 log = get_logger("hydra.health")

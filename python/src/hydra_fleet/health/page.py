@@ -11,19 +11,10 @@ from aiohttp import web
 
 from hydra_fleet.core.gpu_table import gpu_rows
 from hydra_fleet.core.html import ago, badge, clock, esc, gib, page, since, table, vram_bar
+from hydra_fleet.core.report import FAILING, alerts_waiting, failing_checks
 from hydra_fleet.health.agent import Agent
 from hydra_fleet.health.config import FleetMember
 from hydra_fleet.health.overview import fleet, overview
-
-FAILING = ("down", "flapping", "blocked")
-
-
-def failing_checks(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {n: c for n, c in status.get("checks", {}).items() if c.get("state") in FAILING}
-
-
-def alerts_waiting(status: dict[str, Any]) -> int:
-    return sum(int(s.get("waiting", 0)) for s in status.get("outbox", {}).values())
 
 
 def _restarts(remediation: dict[str, Any] | None, now: float) -> str:

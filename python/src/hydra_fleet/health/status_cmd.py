@@ -9,40 +9,17 @@ from typing import Any
 
 import click
 
-from hydra_fleet.core.config import read_json
-from hydra_fleet.core.fetch import DEFAULT_AGENT_URL, agent_url, get_json
+from hydra_fleet.core.fetch import DEFAULT_AGENT_URL, get_json
 from hydra_fleet.core.html import ago
-from hydra_fleet.health.page import FAILING, alerts_waiting, failing_checks
-
-DEFAULT_CONFIG = Path("/etc/hydra-health/config.json")
-
-
-def resolve_config(config_file: Path | None) -> Path | None:
-    """`--config`, else /etc/hydra-health/config.json when it exists (as on a fleet host)."""
-    if config_file is not None:
-        return config_file
-    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
-
-
-def url_of(config_file: Path | None, url: str | None) -> str:
-    """`--url`, else the agent's listen address and port from the config, else the default."""
-    if url:
-        return url.rstrip("/")
-    config_file = resolve_config(config_file)
-    if config_file is None:
-        return DEFAULT_AGENT_URL
-    data = read_json(config_file)
-    return agent_url(str(data.get("listenAddress", "127.0.0.1")), int(data.get("port", 9446)))
-
-
-def _cut(text: object, width: int) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= width else line[: width - 1] + "…"
-
-
-def columns(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+from hydra_fleet.core.report import (
+    FAILING,
+    alerts_waiting,
+    columns,
+    cut,
+    failing_checks,
+    ps_rows,
+    url_of,
+)
 
 
 def _restarts(rem: dict[str, Any] | None, now: float) -> str:
@@ -74,7 +51,7 @@ def render(status: dict[str, Any], url: str) -> str:
         state = c["state"].upper() if c["state"] in FAILING else c["state"]
         since = ago(now - c["since"]) + " ago" if c.get("since") else "-"
         rows.append(
-            [name, state, since, _restarts(c.get("remediation"), now), _cut(c["detail"], 70)]
+            [name, state, since, _restarts(c.get("remediation"), now), cut(c["detail"], 70)]
         )
     lines += columns(rows) if checks else ["no checks configured"]
     instances = status.get("instances", [])
@@ -115,36 +92,11 @@ def render(status: dict[str, Any], url: str) -> str:
         rows = [["NOT YET DELIVERED", "SINK", "TRIES", "LAST ERROR"]]
         for w in waiting[:5]:
             what = f"{w['alertname']} {w['check']} ({w['status']})"
-            rows.append([what, w["sink"], str(w["attempts"]), _cut(w["lastError"] or "-", 60)])
+            rows.append([what, w["sink"], str(w["attempts"]), cut(w["lastError"] or "-", 60)])
         lines += ["", *columns(rows)]
         if len(waiting) > 5:
             lines.append("... and more: hydra-health alerts list")
     return "\n".join(lines)
-
-
-def ps_rows(
-    instances: list[dict[str, Any]], now: float, host: str | None = None
-) -> list[list[str]]:
-    """`ollama ps`-style rows (with a header) of the engine instances in a status."""
-    head = ["NAME", "ENGINE", "MODEL", "CONTEXT", "GPUS", "VRAM", "STATE", "READY SINCE"]
-    rows = [(["HOST"] if host is not None else []) + head]
-    for i in instances:
-        gpus = ",".join(f"{g['vendor']}:{g['index']}" for g in i["gpus"]) or "-"
-        vram = ", ".join(f"{v['gpu']} {v['memoryBytes'] / 1024**3:.1f} GiB" for v in i["vram"])
-        ready = ago(now - i["readySince"]) + " ago" if i.get("readySince") else "-"
-        state = i["state"].upper() if i["state"] in FAILING else i["state"]
-        row = [
-            i["name"],
-            str(i["engine"]),
-            _cut(i["model"], 40),
-            str(i["contextLength"] or "-"),
-            gpus,
-            vram or "-",
-            state,
-            ready,
-        ]
-        rows.append(([host] if host is not None else []) + row)
-    return rows
 
 
 def render_fleet(data: dict[str, Any]) -> str:
@@ -152,7 +104,7 @@ def render_fleet(data: dict[str, Any]) -> str:
     for h in data["hosts"]:
         s = h.get("status")
         if not h["answered"] or s is None:
-            rows.append([h["name"], "NO ANSWER", "-", "-", _cut(h["error"], 60), "-"])
+            rows.append([h["name"], "NO ANSWER", "-", "-", cut(h["error"], 60), "-"])
             continue
         gpus = s.get("gpus", [])
         inst = s.get("instances", [])

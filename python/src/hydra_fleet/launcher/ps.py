@@ -13,7 +13,7 @@ import time
 import click
 
 from hydra_fleet.core.fetch import get_json
-from hydra_fleet.health.status_cmd import columns, ps_rows, url_of
+from hydra_fleet.core.report import columns, ps_rows, url_of
 
 EPILOG = """\b
 Examples:
