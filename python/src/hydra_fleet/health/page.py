@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from hydra_fleet.core.fetch import agent_url
 from hydra_fleet.core.gpu_table import gpu_rows
 from hydra_fleet.core.html import ago, badge, clock, esc, gib, page, since, table, vram_bar
 from hydra_fleet.core.report import FAILING, alerts_waiting, failing_checks
@@ -265,7 +266,7 @@ def add_routes(app: web.Application, agent: Agent) -> None:
 
     async def fleet_page(request: web.Request) -> web.Response:
         members = agent.config.fleet or [
-            FleetMember(agent.host, f"http://127.0.0.1:{agent.config.port}")
+            FleetMember(agent.host, agent_url(agent.config.listen_address, agent.config.port))
         ]
         data = await session_call(lambda s: fleet(members, s))()
         if wants_json(request):
