@@ -1,11 +1,13 @@
 """The pages in a real browser: what an operator sees, on a desktop and on a phone.
 
-Skips when Chromium is not installed (`apt-get install -y chromium`). Screenshots are kept
-in `$HYDRA_SCREENSHOT_DIR`, else in pytest's tmp dir; the path is printed.
+Plain tests that run their own event loop, as the CLIs do. They skip when Chromium is not
+installed (`apt-get install -y chromium`). Screenshots are kept in `$HYDRA_SCREENSHOT_DIR`,
+else in pytest's tmp dir; the path is printed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +68,11 @@ async def _look(page: Page, url: str, size: tuple[int, int], shot: Path) -> dict
     return look
 
 
-async def test_agent_page_in_a_browser(host: Host, shots: Path, tmp_path: Path) -> None:
+def test_agent_page_in_a_browser(host: Host, shots: Path, tmp_path: Path) -> None:
+    asyncio.run(_agent_page_in_a_browser(host, shots, tmp_path))
+
+
+async def _agent_page_in_a_browser(host: Host, shots: Path, tmp_path: Path) -> None:
     async with browser(tmp_path / "profile") as page:
         for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
             shot = shots / f"agent-{label}.png"
@@ -91,7 +97,11 @@ async def test_agent_page_in_a_browser(host: Host, shots: Path, tmp_path: Path) 
             assert look["refresh"]
 
 
-async def test_fleet_page_in_a_browser(host: Host, shots: Path, tmp_path: Path) -> None:
+def test_fleet_page_in_a_browser(host: Host, shots: Path, tmp_path: Path) -> None:
+    asyncio.run(_fleet_page_in_a_browser(host, shots, tmp_path))
+
+
+async def _fleet_page_in_a_browser(host: Host, shots: Path, tmp_path: Path) -> None:
     async with browser(tmp_path / "profile") as page:
         for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
             look = await _look(page, host.agent + "/fleet", size, shots / f"fleet-{label}.png")
@@ -104,7 +114,11 @@ async def test_fleet_page_in_a_browser(host: Host, shots: Path, tmp_path: Path) 
             assert [b["gpu"] for b in bars] == ["ops-test", "ops-test"]  # its two live GPUs
 
 
-async def test_exporter_page_in_a_browser(host: Host, shots: Path, tmp_path: Path) -> None:
+def test_exporter_page_in_a_browser(host: Host, shots: Path, tmp_path: Path) -> None:
+    asyncio.run(_exporter_page_in_a_browser(host, shots, tmp_path))
+
+
+async def _exporter_page_in_a_browser(host: Host, shots: Path, tmp_path: Path) -> None:
     async with browser(tmp_path / "profile") as page:
         look = await _look(page, host.exporter + "/", PHONE, shots / "exporter-phone.png")
         assert len([b for b in look["bars"] if b["visible"] and b["filled"] > 0]) == 2

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-from pytest_aiohttp import AiohttpClient
+import asyncio
 
 from hydra_fleet.core.gpu_metrics import missing_devices, parse_gpus
-from hydra_fleet.exporter.app import Exporter, make_app
+from hydra_fleet.exporter import page
+from hydra_fleet.exporter.app import Exporter
 from hydra_fleet.exporter.backends.synthetic import SyntheticBackend
 from hydra_fleet.exporter.config import SyntheticDevice
 
 GIB = 1024**3
 
 
-def _exporter(expected: int) -> Exporter:
+def _scrape(expected: int) -> str:
     devices = [
         SyntheticDevice(name="Demo W7500", vendor="amd", memory_bytes=8 * GIB, process_count=2),
         SyntheticDevice(name="Demo MI50", vendor="amd", memory_bytes=32 * GIB, lost=True),
     ]
-    return Exporter([SyntheticBackend(devices)], {"synthetic": expected})
+    exporter = Exporter([SyntheticBackend(devices)], {"synthetic": expected})
+    try:
+        return asyncio.run(exporter.scrape()).decode()
+    finally:
+        exporter.close()
 
 
-async def test_parse_reads_what_the_exporter_serves(aiohttp_client: AiohttpClient) -> None:
-    client = await aiohttp_client(make_app(_exporter(2)))
-    parsed = parse_gpus(await (await client.get("/metrics")).text())
+def test_parse_reads_what_the_exporter_serves() -> None:
+    parsed = parse_gpus(_scrape(2))
     w7500, mi50 = parsed["gpus"]
     assert (w7500["name"], w7500["up"], w7500["memoryTotalBytes"]) == ("Demo W7500", True, 8 * GIB)
     assert w7500["temperatureCelsius"] >= 40  # the hottest of edge, junction and mem
@@ -32,9 +36,8 @@ async def test_parse_reads_what_the_exporter_serves(aiohttp_client: AiohttpClien
     assert missing_devices(parsed) == {}
 
 
-async def test_a_gpu_the_exporter_does_not_list_is_shown(aiohttp_client: AiohttpClient) -> None:
-    client = await aiohttp_client(make_app(_exporter(3)))
-    page = await (await client.get("/")).text()
-    assert "synthetic: 1 not listed" in page
-    assert "expected 3 synthetic GPUs from the inventory" in page
-    assert "1 of 3 GPUs up, 1 not listed" in page
+def test_a_gpu_the_exporter_does_not_list_is_shown() -> None:
+    html = page.render(_scrape(3), {"synthetic": True})
+    assert "synthetic: 1 not listed" in html
+    assert "expected 3 synthetic GPUs from the inventory" in html
+    assert "1 of 3 GPUs up, 1 not listed" in html
