@@ -7,6 +7,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= $(shell hostname)
+# The hosts the flake defines (hosts/<name>/default.nix). A target that builds or activates a
+# host refuses any other name, so `make` on a laptop lists the hosts instead of trying one.
+HOSTS := $(sort $(patsubst hosts/%/default.nix,%,$(wildcard hosts/*/default.nix)))
+NEEDS_HOST := $(filter switch trace build plan,$(or $(MAKECMDGOALS),switch))$(if \
+  $(filter command line environment,$(origin HOST)),$(filter deploy,$(MAKECMDGOALS)))
+ifneq ($(NEEDS_HOST),)
+ifeq ($(filter $(HOST),$(HOSTS)),)
+$(error HOST=$(HOST) is not a host of this flake; it defines: $(HOSTS) (make $(firstword $(NEEDS_HOST)) HOST=<name>))
+endif
+endif
 FLAKE ?= .
 
 .PHONY: help

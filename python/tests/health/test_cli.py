@@ -147,7 +147,7 @@ def test_alerts_list_and_retry(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "1 deliveries due now" in capsys.readouterr().out
     assert main(["alerts", "--config", str(cfg), "list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows[0]["next_try"] == 0
+    assert rows[0]["nextTry"] == 0
 
 
 def test_unusable_state_dir_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

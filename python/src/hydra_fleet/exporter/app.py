@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from hydra_fleet.exporter import page
 from hydra_fleet.exporter.cache import Exporter
 
 __all__ = ["EXPORTER", "Exporter", "make_app"]
 
 EXPORTER = web.AppKey("exporter", Exporter)
-
-PAGE = """<!doctype html>
-<html><head><title>hydra-gpu-exporter</title></head>
-<body><h1>hydra-gpu-exporter</h1>
-<p>Backends: {backends}</p>
-<p><a href="/metrics">/metrics</a> &middot; <a href="/healthz">/healthz</a></p>
-</body></html>
-"""
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -38,11 +30,6 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
-async def index(request: web.Request) -> web.Response:
-    names = ", ".join(b.name for b in request.app[EXPORTER].backends) or "none (no GPU found)"
-    return web.Response(text=PAGE.format(backends=html.escape(names)), content_type="text/html")
-
-
 def make_app(exporter: Exporter) -> web.Application:
     app = web.Application()
     app[EXPORTER] = exporter
@@ -54,5 +41,5 @@ def make_app(exporter: Exporter) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/", index)
+    app.router.add_get("/", page.index)
     return app

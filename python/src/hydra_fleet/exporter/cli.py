@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from hydra_fleet import __version__
 from hydra_fleet.core.cli import run_command
 from hydra_fleet.core.config import load, parse_host_port
 from hydra_fleet.core.log import get_logger
@@ -43,7 +44,20 @@ def _backends(
     return names or None
 
 
-@click.command(help="Serve Prometheus metrics for the GPUs of this host.")
+EPILOG = """\b
+Examples:
+  hydra-gpu-exporter                                    # every GPU vendor found, :9445
+  hydra-gpu-exporter --config python/examples/exporter-synthetic.json --backend synthetic
+  hydra-gpu-exporter --listen 0.0.0.0:9445 --backend nvml,amdgpu
+  curl -s localhost:9445/metrics | grep hydra_gpu_memory_used_bytes
+
+\b
+Open http://127.0.0.1:9445/ in a browser for the GPU table.
+Exit codes: 0 stopped cleanly; 64 usage error; 75 the port stayed busy; 78 invalid config."""
+
+
+@click.command(help="Serve Prometheus metrics for the GPUs of this host.", epilog=EPILOG)
+@click.version_option(__version__, prog_name="hydra-gpu-exporter")
 @click.option(
     "--config",
     "config_file",

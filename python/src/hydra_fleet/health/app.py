@@ -1,10 +1,11 @@
-"""HTTP endpoints: `/metrics`, `/healthz` (the agent itself), `/status` (every check, JSON)."""
+"""HTTP endpoints: `/metrics`, `/healthz` (the agent itself), `/status` (JSON), `/`, `/fleet`."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hydra_fleet.health import page
 from hydra_fleet.health.agent import Agent
 
 AGENT_KEY = web.AppKey("agent", Agent)
@@ -23,14 +24,10 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text=text, status=200 if ok else 503)
 
 
-async def status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[AGENT_KEY].status())
-
-
 def make_app(agent: Agent) -> web.Application:
     app = web.Application()
     app[AGENT_KEY] = agent
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/status", status)
+    page.add_routes(app, agent)  # /status, / and /fleet
     return app

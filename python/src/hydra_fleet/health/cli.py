@@ -12,8 +12,12 @@ from pathlib import Path
 
 import click
 
+from hydra_fleet import __version__
 from hydra_fleet.core.cli import run_command
+from hydra_fleet.core.config import camel
+from hydra_fleet.core.errors import ConfigError
 from hydra_fleet.core.log import get_logger
+from hydra_fleet.core.report import resolve_config
 from hydra_fleet.core.server import serve
 from hydra_fleet.health import deploy as deploy_mod
 from hydra_fleet.health.agent import DB_NAME, Agent
@@ -21,7 +25,8 @@ from hydra_fleet.health.app import make_app
 from hydra_fleet.health.checks import CheckContext, run_check
 from hydra_fleet.health.config import HealthConfig, load_config
 from hydra_fleet.health.gate import run_gate
-from hydra_fleet.health.store import Store, open_store
+from hydra_fleet.health.status_cmd import status
+from hydra_fleet.health.store import StateError, Store, open_store
 
 log = get_logger("hydra.health")
 
@@ -29,7 +34,7 @@ config_option = click.option(
     "--config",
     "config_file",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="JSON configuration file",
+    help="JSON configuration file (default /etc/hydra-health/config.json when present)",
 )
 state_option = click.option(
     "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="overrides stateDir"
@@ -37,15 +42,54 @@ state_option = click.option(
 
 
 def _load(config_file: Path | None, **overrides: object) -> HealthConfig:
-    return load_config(config_file, overrides)
+    return load_config(resolve_config(config_file), overrides)
 
 
-@click.group()
+def _require_checks(config_file: Path | None, config: HealthConfig, allow_empty: bool) -> None:
+    if not config.checks and not allow_empty:
+        source = resolve_config(config_file)
+        raise ConfigError(
+            str(source) if source else "(no config file)",
+            "checks",
+            "no checks configured: give --config FILE (a fleet host has "
+            "/etc/hydra-health/config.json), or --allow-empty to accept none",
+        )
+
+
+allow_empty_option = click.option(
+    "--allow-empty", is_flag=True, help="accept a config with no checks (then it passes)"
+)
+
+MAIN_EPILOG = """\b
+Examples:
+  hydra-health status                        # what the running agent sees
+  hydra-health check --config health.json    # every check once, now
+  hydra-health gate --timeout 120            # wait until every check passes
+  hydra-health alerts list --json            # the outbox and each sink's delivery
+
+\b
+Exit codes: 0 ok; 1 a check failed (check, gate, status); 64 usage error;
+69 the agent does not answer (status); 78 invalid configuration."""
+
+
+@click.group(epilog=MAIN_EPILOG)
+@click.version_option(__version__, prog_name="hydra-health")
 def main_group() -> None:
-    """hydra health agent: checks, budgeted remediation, durable alerts, deploy gate."""
+    """hydra health agent: checks, budgeted remediation, durable alerts, deploy gate.
+
+    Every command reads --config FILE, by default /etc/hydra-health/config.json when it
+    exists (the file the NixOS module writes). The agent serves its status page at / and
+    its JSON at /status (default http://127.0.0.1:9446).
+    """
 
 
-@main_group.command()
+main_group.add_command(status)
+
+
+@main_group.command(
+    epilog="\b\nExamples:\n  hydra-health run --config python/examples/health-local.json"
+    " --state-dir /tmp/hydra-health\n  hydra-health run --listen 0.0.0.0:9446"
+)
 @config_option
 @state_option
 @click.option("--listen", help="HOST:PORT (overrides listenAddress and port)")
@@ -77,12 +121,16 @@ def run(config_file: Path | None, state_dir: Path | None, listen: str | None) ->
     return 0
 
 
-@main_group.command()
+@main_group.command(
+    epilog="\b\nExamples:\n  hydra-health check\n  hydra-health check --config health.json --json"
+)
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report")
-def check(config_file: Path | None, as_json: bool) -> int:
-    """Run every check once; exit 0 when all pass, 1 otherwise."""
+@allow_empty_option
+def check(config_file: Path | None, as_json: bool, allow_empty: bool) -> int:
+    """Run every check once; exit 0 when all pass, 1 otherwise (78: invalid config)."""
     config = _load(config_file)
+    _require_checks(config_file, config, allow_empty)
 
     async def main() -> dict[str, tuple[bool, str, float]]:
         ctx = CheckContext.create(config.systemctl)
@@ -106,18 +154,20 @@ def check(config_file: Path | None, as_json: bool) -> int:
     return 0 if all(r[0] for r in results.values()) else 1
 
 
-@main_group.command()
+@main_group.command(epilog="\b\nExamples:\n  hydra-health gate --timeout 300 --passes 3")
 @config_option
 @click.option("--timeout", type=click.FloatRange(min=0.1), help="seconds (default gate.timeout)")
 @click.option("--passes", type=click.IntRange(min=1), help="passes in a row (default gate.passes)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report")
 @click.option("--allow-missing", is_flag=True, help="a missing config file passes (no checks)")
-def gate(
+@allow_empty_option
+def gate(  # noqa: PLR0917 - click passes every option as an argument
     config_file: Path | None,
     timeout: float | None,
     passes: int | None,
     as_json: bool,
     allow_missing: bool,
+    allow_empty: bool,
 ) -> int:
     """Wait until every check passes N times in a row; exit 0, or 1 at the timeout."""
     if allow_missing and config_file is not None and not config_file.exists():
@@ -126,6 +176,7 @@ def gate(
             click.echo(json.dumps({"ok": True, "passed": [], "failed": {}}))
         return 0
     config = _load(config_file)
+    _require_checks(config_file, config, allow_empty or allow_missing)
     want = passes or config.gate.passes
     limit = timeout or config.gate.timeout
     started = time.monotonic()
@@ -142,27 +193,60 @@ def gate(
     return 1
 
 
-@main_group.group(invoke_without_command=True)
+@main_group.group(
+    invoke_without_command=True,
+    epilog="\b\nExamples:\n  hydra-health alerts list --json\n  hydra-health alerts retry",
+)
 @config_option
 @state_option
 @click.pass_context
 def alerts(ctx: click.Context, config_file: Path | None, state_dir: Path | None) -> None:
-    """Inspect the alert outbox (default: list)."""
-    config = _load(config_file, stateDir=str(state_dir) if state_dir else None)
-    ctx.obj = open_store(config.state_dir / DB_NAME)
-    ctx.call_on_close(ctx.obj.close)
+    """Inspect the alert outbox (default: list). --config/--state-dir go here or after."""
+    ctx.obj = {"config_file": config_file, "state_dir": state_dir}
     if ctx.invoked_subcommand is None:
         ctx.invoke(alerts_list)
 
 
+def _store_path(ctx: click.Context, config_file: Path | None, state_dir: Path | None) -> Path:
+    given = ctx.obj or {}
+    config_file = config_file or given.get("config_file")
+    state_dir = state_dir or given.get("state_dir")
+    config = _load(config_file, stateDir=str(state_dir) if state_dir else None)
+    return config.state_dir / DB_NAME
+
+
+def _open_existing(ctx: click.Context, path: Path) -> Store | None:
+    """The state database when it exists; inspecting never creates it."""
+    if not path.exists():
+        blocker = next((p for p in path.parents if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise StateError(
+                f"cannot open the state database {path}: {blocker} is not a directory "
+                "(check stateDir / --state-dir)"
+            )
+        click.echo(f"hydra-health: no state database at {path} (the agent has not run)", err=True)
+        return None
+    store = open_store(path)
+    ctx.call_on_close(store.close)
+    return store
+
+
 @alerts.command("list")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def alerts_list(store: Store, as_json: bool = False) -> int:
+@config_option
+@state_option
+@click.option("--json", "as_json", is_flag=True, help="print JSON (camelCase keys)")
+@click.pass_context
+def alerts_list(
+    ctx: click.Context,
+    config_file: Path | None = None,
+    state_dir: Path | None = None,
+    as_json: bool = False,
+) -> int:
     """Every alert and its delivery state per sink, newest first."""
-    rows = store.listing()
+    store = _open_existing(ctx, _store_path(ctx, config_file, state_dir))
+    rows = store.listing() if store is not None else []
     if as_json:
-        click.echo(json.dumps(rows))
+        click.echo(json.dumps([{camel(k): v for k, v in row.items()} for row in rows]))
         return 0
     for row in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["created_at"]))
@@ -176,10 +260,13 @@ def alerts_list(store: Store, as_json: bool = False) -> int:
 
 
 @alerts.command("retry")
-@click.pass_obj
-def alerts_retry(store: Store) -> int:
+@config_option
+@state_option
+@click.pass_context
+def alerts_retry(ctx: click.Context, config_file: Path | None, state_dir: Path | None) -> int:
     """Make every undelivered alert due now (the running agent sends it on its next round)."""
-    count = store.retry_now()
+    store = _open_existing(ctx, _store_path(ctx, config_file, state_dir))
+    count = store.retry_now() if store is not None else 0
     click.echo(f"{count} deliveries due now")
     return 0
 

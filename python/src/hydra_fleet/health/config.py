@@ -167,6 +167,18 @@ class Gate:
 
 
 @dataclasses.dataclass(frozen=True)
+class FleetMember:
+    """One agent shown on the fleet page (`/fleet`): its host name and base URL."""
+
+    name: Annotated[str, non_empty]
+    url: Annotated[str, non_empty]
+
+    def __post_init__(self) -> None:
+        if not re.match(r"https?://", self.url):
+            raise FieldProblem("url", f"expected an http:// or https:// URL, got {self.url!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class HealthConfig:
     listen_address: str = "127.0.0.1"
     port: Port = 9446
@@ -178,6 +190,12 @@ class HealthConfig:
     flap: Flap = field(default_factory=Flap)
     alerts: Alerts = field(default_factory=Alerts)
     gate: Gate = field(default_factory=Gate)
+    # The operator's view (health/overview.py): the local exporter's base URL for the GPU
+    # table (default: the URL of the first `gpu` check), the engine instances of this host
+    # (name -> launcher config, as the inference module writes them) and the fleet page.
+    exporter_url: str | None = None
+    instances_file: Path | None = None
+    fleet: list[FleetMember] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name, check in self.checks.items():

@@ -15,12 +15,18 @@ from pathlib import Path
 
 import click
 
+from hydra_fleet import __version__
 from hydra_fleet.core.cli import run_command
 from hydra_fleet.core.errors import EX_CONFIG, EX_OK, EX_TEMPFAIL, ConfigError, HydraError
+from hydra_fleet.core.log import get_logger
 from hydra_fleet.core.sdnotify import Notifier
 from hydra_fleet.launcher import config, ledger, plan, preflight, supervisor
 from hydra_fleet.launcher.engines import launch_spec
+from hydra_fleet.launcher.exposure import exposure_warning
 from hydra_fleet.launcher.gpu_probe import GpuProbe, probe_for
+from hydra_fleet.launcher.ps import ps
+
+log = get_logger("hydra.launch")
 
 CONFIG = click.option(
     "--config",
@@ -56,15 +62,45 @@ def _naming(path: Path) -> Iterator[None]:
 
 def _load(path: Path) -> config.Instance:
     with _naming(path):
-        return config.load(path)
+        instance = config.load(path)
+    _warn_exposure(instance)
+    return instance
 
 
-@click.group()
+def _warn_exposure(instance: config.Instance) -> None:
+    warning = exposure_warning(instance)
+    if warning:
+        log.warning(warning)
+
+
+EPILOG = """\b
+Examples:
+  hydra-launch plan --config python/examples/instance-llama-cpp.json
+  hydra-launch check --config /etc/hydra-inference/llm.json
+  hydra-launch check --static --config a.json --config b.json   # a host's instances together
+  hydra-launch ps                   # what is loaded where (from the health agent)
+
+\b
+Exit codes: 0 ok; 1 the engine died; 64 usage error; 69 the agent does not answer (ps);
+75 preflight says wait (GPU not visible, VRAM held by another process); 78 invalid
+config, the model does not fit, or the instances overcommit a GPU."""
+
+
+@click.group(epilog=EPILOG)
+@click.version_option(__version__, prog_name="hydra-launch")
 def cli() -> None:
-    """Start one inference engine pinned to its GPUs, after a preflight."""
+    """Start one inference engine pinned to its GPUs, after a preflight.
+
+    The instance config keys are documented by the files in python/examples/.
+    """
 
 
-@cli.command()
+cli.add_command(ps)
+
+
+@cli.command(
+    epilog="\b\nExample:\n  hydra-launch check --config python/examples/instance-ollama.json"
+)
 @CONFIGS
 @click.option(
     "--static",
@@ -98,7 +134,11 @@ def check(config_paths: tuple[Path, ...], static: bool) -> int:
     return EX_OK
 
 
-@cli.command("plan")
+@cli.command(
+    "plan",
+    epilog="\b\nExamples:\n  hydra-launch plan --config python/examples/instance-tabbyapi.json"
+    "\n  hydra-launch plan --config /etc/hydra-inference/llm.json --json | jq .fit",
+)
 @CONFIGS
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan_command(config_paths: tuple[Path, ...], as_json: bool) -> int:
@@ -147,7 +187,10 @@ def plan_command(config_paths: tuple[Path, ...], as_json: bool) -> int:
     return code
 
 
-@cli.command()
+@cli.command(
+    epilog="\b\nExample (as the unit runs it):\n"
+    "  hydra-launch run --config /etc/hydra-inference/llm.json"
+)
 @CONFIG
 def run(config_path: Path) -> int:
     """Preflight, start the engine, tell systemd when it is ready, supervise it."""
