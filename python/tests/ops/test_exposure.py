@@ -63,7 +63,13 @@ def test_a_key_is_quiet(tmp_path: Path) -> None:
 
 def test_check_prints_the_warning(tmp_path: Path) -> None:
     out = subprocess.run(
-        [*command_argv("hydra-launch"), "check", "--config", str(write(tmp_path, "0.0.0.0"))],
+        [
+            *command_argv("hydra-launch"),
+            "check",
+            "--static",
+            "--config",
+            str(write(tmp_path, "0.0.0.0")),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
