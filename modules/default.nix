@@ -1,6 +1,7 @@
 # Every hydra module; hosts import this one file.
 {
   imports = [
+    ./deploy.nix
     ./fleet.nix
     ./gpu-exporter.nix
     ./gpus.nix

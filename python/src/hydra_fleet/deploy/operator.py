@@ -31,6 +31,7 @@ from hydra_fleet.deploy.tools import Tools, Where
 POLL = 1.0
 LOST_GRACE = 120.0  # beyond the dead-man's deadline, before giving up on an unreachable host
 SSH_FAILED = 255
+NO_ANSWER = 124  # our own timeout on a poll: a connection that hangs is as good as down
 
 
 def out(line: str) -> None:
@@ -280,14 +281,15 @@ class Operator:
         try:
             while True:
                 follower.ensure()
-                code, stdout, _ = self._capture(self.where.shell(script), timeout=30)
+                code, stdout, _ = self._capture(self.where.shell(script), timeout=20)
                 text = stdout.strip()
-                if code != SSH_FAILED and unreachable_since is not None:
+                down = bool(self.target) and code in (SSH_FAILED, NO_ANSWER)
+                if not down and unreachable_since is not None:
                     stage("waiting", f"{self.host} answers again")
                     unreachable_since = None
                 if code == 0 and text.startswith("{"):
                     return self._finish(follower, text)
-                if code == SSH_FAILED and self.target:
+                if down:
                     if unreachable_since is None:
                         unreachable_since = time.monotonic()
                         stage(
