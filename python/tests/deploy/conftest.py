@@ -308,6 +308,7 @@ exit 0
         "HYDRA_DEPLOY_PROFILE": str(root / "profiles/system"),
         "HYDRA_DEPLOY_CURRENT": str(root / "run/current-system"),
         "HYDRA_DEPLOY_STATE_DIR": str(root / "state"),
+        "HYDRA_DEPLOY_HOST_PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HYDRA_DEPLOY_HOST_COMMAND": shlex.join(command_argv("hydra-deploy")),
         **{"HYDRA_DEPLOY_" + k.upper(): str(v) for k, v in tools.items()},
     }

@@ -35,8 +35,12 @@ def test_killed_deployer_the_host_commits_by_itself(fake_host: FakeHost, sig: in
     proc = start(fake_host, "30")
     gating(fake_host)
     proc.send_signal(sig)
-    proc.wait(timeout=10)
-    assert proc.returncode != 0
+    output, _ = proc.communicate(timeout=10)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 130
+        assert "no longer following; gpu1 finishes the deploy by itself" in output
+    else:
+        assert proc.returncode == -signal.SIGKILL
     fake_host.healthy(True)
     done = result(fake_host)
     assert done["exitCode"] == 0

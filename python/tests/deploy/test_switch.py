@@ -33,6 +33,8 @@ def test_a_healthy_system_is_committed_and_becomes_the_boot_default(fake_host: F
     started = fake_host.calls("systemd-run --unit=hydra-deploy-")
     assert started
     assert not any("--pipe" in c or "--wait" in c for c in fake_host.calls("systemd-run"))
+    # systemd's environment has no NixOS profile on PATH: the unit gets the host's
+    assert all("--setenv=PATH=" in c for c in fake_host.calls("systemd-run"))
     assert fake_host.calls("stc-") == ["stc-new test", "stc-new boot"]
     # the dead-man timer was armed before the activation and disarmed by the commit
     timers = {n: u for n, u in fake_host.units().items() if n.endswith("-deadman.timer")}
@@ -89,6 +91,15 @@ def test_activation_failure_rolls_back_without_gating(fake_host: FakeHost) -> No
     assert fake_host.calls("stc-") == ["stc-new test", "stc-old test"]
     assert fake_host.running() == fake_host.old
     assert "some units failed to start (exit 4)" in output.splitlines()[-1]
+
+
+def test_activation_that_hangs_is_cut_at_its_timeout_and_rolled_back(fake_host: FakeHost) -> None:
+    (fake_host.root / "codes/stc-new-test.sleep").write_text("30")
+    code, output = switch(fake_host, "--activation-timeout", "2")
+    assert code == 3, output
+    assert "switch-to-configuration test did not finish in 2 s" in output.splitlines()[-1]
+    assert fake_host.running() == fake_host.old
+    assert fake_host.boot_default() == fake_host.old
 
 
 def test_missing_gate_config_fails_closed(fake_host: FakeHost) -> None:

@@ -14,6 +14,7 @@ class Exit(enum.IntEnum):
     BUSY = 6  # another deploy holds the host's lock; nothing changed
     NOT_STARTED = 7  # copy, or starting the deploy on the host, failed; nothing changed
     LOST = 8  # contact with the host lost: it commits or rolls back by itself
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM: this side stopped following; the host goes on
     USAGE = 64
     CONFIG = 78
 
@@ -28,4 +29,5 @@ Exit codes:
   6   another deploy holds the host (the message names it); nothing changed
   7   copying the closure or starting the deploy on the host failed; nothing changed
   8   contact with the host was lost; the host commits or rolls back by itself
+  130 interrupted (Ctrl-C, SIGTERM): only the following stopped; the host goes on
   64  usage error; 78 configuration error"""

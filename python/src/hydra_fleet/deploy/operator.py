@@ -75,6 +75,10 @@ def absolute_flake(ref: str) -> str:
     return ref or str(Path.cwd())
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _die_with_parent() -> None:
     """A follower (journalctl, ssh) must not outlive a deployer killed with SIGKILL."""
     with contextlib.suppress(OSError, AttributeError):
@@ -256,7 +260,22 @@ class Operator:
         return True
 
     def follow(self, deploy_id: str, units: list[str], patience: float) -> int:
-        """Relay the journal until the host's result for `deploy_id` appears."""
+        """Relay the journal until the host's result for `deploy_id` appears. Ctrl-C or
+        SIGTERM only stop the following (exit 130); the host goes on."""
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            return self._follow(deploy_id, units, patience)
+        except KeyboardInterrupt:
+            stage(
+                "stopped",
+                f"no longer following; {self.host} finishes the deploy by itself: "
+                f"`journalctl -u {units[0]}` there",
+            )
+            return Exit.INTERRUPTED
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _follow(self, deploy_id: str, units: list[str], patience: float) -> int:
         journal = [self.tools.journalctl]
         for unit in units:
             journal += ["-u", f"{unit}.service"]

@@ -28,6 +28,8 @@ class Tools:
     state_dir: str = "/var/lib/hydra-deploy"
     # how the host runs `hydra-deploy` (shell words); empty: chosen by the operator's side
     host_command: str = ""
+    # PATH of the host's transient units (systemd's default has no NixOS profile in it)
+    host_path: str = "/run/wrappers/bin:/run/current-system/sw/bin"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Tools:
@@ -49,7 +51,9 @@ class Tools:
         }
 
     def setenv_args(self) -> list[str]:
-        return [f"--setenv={k}={v}" for k, v in sorted(self.env_vars().items())]
+        """`systemd-run` arguments: the host's PATH, then the overrides in effect."""
+        pairs = [("PATH", self.host_path), *sorted(self.env_vars().items())]
+        return [f"--setenv={k}={v}" for k, v in pairs]
 
 
 @dataclasses.dataclass(frozen=True)
