@@ -11,7 +11,6 @@
 { pkgs, self }:
 
 let
-  lib = pkgs.lib;
   ip = "${pkgs.iproute2}/bin/ip";
   systemctl = "${pkgs.systemd}/bin/systemctl";
   quick = {

@@ -18,6 +18,7 @@ import dataclasses
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,9 +54,20 @@ class SwitchOptions:
     ignore_failed_units: bool = False
 
 
+def pinned(tools: Tools) -> Tools:
+    """The host's commands as absolute store paths, found before anything is activated: a new
+    system that breaks PATH (or /run/current-system/sw) cannot break its own rollback."""
+    values = {}
+    for name in ("nix_env", "systemctl", "systemd_run"):
+        found = shutil.which(getattr(tools, name))
+        if found:
+            values[name] = os.path.realpath(found)
+    return dataclasses.replace(tools, **values)
+
+
 class Host:
     def __init__(self, tools: Tools) -> None:
-        self.tools = tools
+        self.tools = pinned(tools)
         self.state = State(tools.state_dir)
         self.name = socket.gethostname()
         self.activation_timeout = 600.0
