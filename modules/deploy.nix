@@ -1,8 +1,9 @@
 # What `hydra-deploy` needs on a host: the command itself (the host's side of a deploy and its
 # dead-man rescue run it from the operator's copy when there is one, else from here), its
 # state directory (the deploy lock, the deploy in progress, the results the operator reads),
-# and /etc/hydra-deploy/host.json, which tells the gate of a new system whether that system
-# runs the health agent and where its /healthz answers.
+# /etc/hydra-deploy/host.json, which tells the gate of a new system whether that system runs
+# the health agent and where its /healthz answers, and a unit that, at boot, resolves a deploy
+# a restart cut short (the host booted its boot default; the profile is put back if it moved).
 {
   config,
   lib,
@@ -50,5 +51,20 @@ in
       "d /var/lib/hydra-deploy 0755 root root -"
       "d /var/lib/hydra-deploy/results 0755 root root 30d"
     ];
+    systemd.services.hydra-deploy-recover = {
+      description = "Resolve a hydra-deploy that a restart cut short";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "local-fs.target" ];
+      # Started by a deploy's own activation too; it then finds the lock held and does nothing.
+      restartIfChanged = false;
+      path = [ config.nix.package ]; # nix-env, to put the profile back
+      unitConfig.ConditionPathExists = "/var/lib/hydra-deploy/current.json";
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = "${lib.getExe' cfg.package "hydra-deploy"} host recover";
+        # The result is for the operator; a deploy rolled back at boot is not a failed unit.
+        SuccessExitStatus = "2 3";
+      };
+    };
   };
 }

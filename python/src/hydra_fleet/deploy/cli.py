@@ -141,6 +141,14 @@ def host_rescue(deploy_id: str, activation_timeout: float) -> int:
     return worker.rescue(deploy_id)
 
 
+@host.command("recover")
+def host_recover() -> int:
+    """At boot: resolve a deploy that a restart cut short."""
+    from hydra_fleet.deploy.host import Host  # noqa: PLC0415
+
+    return Host(Tools.from_env()).recover()
+
+
 @host.command("rollback")
 @click.option("--id", "deploy_id", required=True)
 @click.option("--holder", default="?")

@@ -270,7 +270,9 @@ class Host:
         record.phase = "committing"
         self.state.save(record)
         self.say("commit", f"system profile -> {record.new}; switch-to-configuration boot")
-        code = self.run([self.tools.nix_env, "-p", self.tools.profile, "--set", record.new])
+        code = 0
+        if os.path.realpath(self.tools.profile) != record.new:  # (a resumed commit may have)
+            code = self.run([self.tools.nix_env, "-p", self.tools.profile, "--set", record.new])
         if code != 0:
             return self.roll_back(
                 record, Exit.ACTIVATION_FAILED, f"setting the system profile failed (exit {code})"
@@ -321,13 +323,22 @@ class Host:
         code: Exit,
         reason: str,
         failed: dict[str, str] | None = None,
+        *,
+        activate: bool = True,
     ) -> int:
+        """Back to the recorded system and profile generation (`activate=False`: the host
+        already runs it, as after a reboot, and only the profile may need restoring)."""
         record.phase = "rolling-back"
         record.failed = dict(failed or {})
         self.state.save(record)
-        self.say("rollback", f"{reason}; re-activating {record.old}")
+        self.say(
+            "rollback",
+            f"{reason}; " + ("re-activating" if activate else "keeping") + f" {record.old}",
+        )
         profile_note = self.restore_profile(record)
-        done = self.run(self.stc(record.old, "test"), timeout=self.activation_timeout)
+        done = 0
+        if activate:
+            done = self.run(self.stc(record.old, "test"), timeout=self.activation_timeout)
         running = self.running()
         checks = ": " + "; ".join(f"{n}: {d}" for n, d in record.failed.items()) if failed else ""
         boot = f"generation {record.profile_generation}"
@@ -352,8 +363,10 @@ class Host:
         self.disarm(record)
         return record.exit_code
 
-    def resolve(self, record: Record, why: str) -> int:
-        """Restore what a deploy that did not finish recorded (idempotent)."""
+    def resolve(self, record: Record, why: str, *, booted: bool = False) -> int:
+        """Restore what a deploy that did not finish recorded (idempotent). `booted`: the host
+        restarted since, so it runs its boot default; nothing is re-activated if that is the
+        recorded system."""
         if record.kind != "switch":
             record.phase = "rollback-failed"
             record.exit_code = Exit.ROLLBACK_FAILED
@@ -364,6 +377,13 @@ class Host:
             self.say("recover", f"{why}; its gate had passed: finishing the commit")
             return self.commit(record)
         code = Exit.GATE_FAILED if record.phase == "gating" else Exit.ACTIVATION_FAILED
+        if booted and self.running() == record.old:
+            return self.roll_back(
+                record,
+                code,
+                f"deploy {record.id} did not finish ({record.phase}): {why}",
+                activate=False,
+            )
         return self.roll_back(
             record, code, f"deploy {record.id} did not finish ({record.phase}): {why}"
         )
@@ -385,6 +405,22 @@ class Host:
                 return 0
             self.say("dead-man", f"deploy {deploy_id} did not finish in time ({record.phase})")
             return self.resolve(record, "the dead-man timer fired")
+        finally:
+            self.state.unlock()
+
+    def recover(self) -> int:
+        """At boot: a deploy cut short by a restart (power loss, a crash) is resolved against
+        what the host booted, and its result written for the operator."""
+        if not self.state.try_lock():
+            return 0  # a deploy is running (this unit was started by its activation)
+        try:
+            record = self.state.current()
+            if record is None or record.phase in FINAL:
+                return 0
+            if self.unit_state(f"{deadman_unit(record.id)}.timer") == "active":
+                return 0  # not a restart: the deploy's own dead-man timer is pending
+            self.say("recover", f"{record.describe_holder()} was cut short by a restart")
+            return self.resolve(record, "the host restarted during the deploy", booted=True)
         finally:
             self.state.unlock()
 
