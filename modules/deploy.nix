@@ -55,6 +55,8 @@ in
       description = "Resolve a hydra-deploy that a restart cut short";
       wantedBy = [ "multi-user.target" ];
       after = [ "local-fs.target" ];
+      # Done before the operator's ssh can ask for the result.
+      before = [ "sshd.service" ];
       # Started by a deploy's own activation too; it then finds the lock held and does nothing.
       restartIfChanged = false;
       path = [ config.nix.package ]; # nix-env, to put the profile back
