@@ -111,6 +111,17 @@ def test_missing_gate_config_fails_closed(fake_host: FakeHost) -> None:
     assert "runs the health agent (hydra-health.service) but has no gate config" in output
 
 
+def test_unreadable_agent_address_fails_closed(fake_host: FakeHost) -> None:
+    new = fake_host.system("new")
+    host_json = f"{new}/etc/hydra-deploy/host.json"
+    with open(host_json, "w", encoding="utf-8") as out:
+        json.dump({"agent": {"unit": "hydra-health.service", "healthz": "127.0.0.1:9446"}}, out)
+    code, output = switch(fake_host)
+    assert code == 2, output
+    assert "host.json: agent: url: expected an http:// or https:// URL" in output.splitlines()[-1]
+    assert fake_host.running() == fake_host.old
+
+
 def test_agent_missing_on_a_host_that_should_have_one_fails_the_gate(
     fake_host: FakeHost,
 ) -> None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from hydra_fleet.core.config import FieldProblem
 from hydra_fleet.core.errors import ConfigError
 from hydra_fleet.health.checks import CheckContext, run_check
 from hydra_fleet.health.checks.command import run_argv
@@ -115,25 +116,29 @@ def plan_gate(system: Path, systemctl: str, timeout: float | None) -> GatePlan:
         probes = [Probe("units", _failed_units_probe(systemctl), MAX_INTERVAL)]
         note = "no health agent in the new system: gated on activation and every unit active"
         return GatePlan(probes, 3, timeout or 300.0, note, systemctl=systemctl)
-    agent_probes = [
-        Probe(
-            "hydra-health",
-            _check_probe(
-                CheckConfig(type="systemd", unit=agent["unit"], interval=2, timeout=2),
-                systemctl,
+    try:
+        agent_probes = [
+            Probe(
+                "hydra-health",
+                _check_probe(
+                    CheckConfig(type="systemd", unit=agent["unit"], interval=2, timeout=2),
+                    systemctl,
+                ),
+                1.0,
             ),
-            1.0,
-        ),
-        Probe(
-            "hydra-health /healthz",
-            _check_probe(
-                CheckConfig(
-                    type="http", url=agent["healthz"], interval=2, timeout=2, connect_timeout=1
-                )
+            Probe(
+                "hydra-health /healthz",
+                _check_probe(
+                    CheckConfig(
+                        type="http", url=agent["healthz"], interval=2, timeout=2, connect_timeout=1
+                    )
+                ),
+                1.0,
             ),
-            1.0,
-        ),
-    ]
+        ]
+    except FieldProblem as err:
+        problem = f"{system / HOST_CONFIG}: agent: {err}"
+        return GatePlan([], 3, timeout or 300.0, "health agent", problem)
     config_file = system / GATE_CONFIG
     note = f"health agent {agent['unit']}; checks from {config_file}"
     if not config_file.exists():

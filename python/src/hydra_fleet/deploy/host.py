@@ -177,6 +177,14 @@ class Host:
             return self.refuse(record, reason)
         try:
             return self._switch(record, opts)
+        except Exception as err:
+            # Whatever breaks here, the host must not stay on a system that did not pass its
+            # gate; the dead-man timer would get there too, but only later.
+            if record.phase not in ("activating", "gating", "committing"):
+                raise
+            return self.roll_back(
+                record, Exit.ACTIVATION_FAILED, f"internal error: {type(err).__name__}: {err}"
+            )
         finally:
             self.state.unlock()
 
