@@ -27,7 +27,10 @@ def main_group() -> None:
     """
 
 
-def _flake(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+def _flake(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
+    # checked here, not with required=True: a missing option is a usage error (64), not 78
+    if value is None:
+        raise click.UsageError("Missing option '--flake' (FLAKE#HOST, e.g. .#hydra-ai)")
     ref, sep, host = value.partition("#")
     if not sep or not host:
         raise click.UsageError(f"--flake {value!r}: expected FLAKE#HOST, e.g. .#hydra-ai")
@@ -36,7 +39,7 @@ def _flake(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
 
 
 @main_group.command(epilog=EXIT_HELP)
-@click.option("--flake", required=True, callback=_flake, help="FLAKE#HOST, e.g. .#hydra-ai")
+@click.option("--flake", callback=_flake, help="FLAKE#HOST, e.g. .#hydra-ai  [required]")
 @click.option("--target-host", help="ssh destination (default: this machine)")
 @click.option("--sudo", is_flag=True, help="run the host's steps with sudo (a non-root login)")
 @click.option(
