@@ -28,6 +28,7 @@ Exit codes:
   5   the build failed; nothing on the host changed
   6   another deploy holds the host (the message names it); nothing changed
   7   copying the closure or starting the deploy on the host failed; nothing changed
-  8   contact with the host was lost; the host commits or rolls back by itself
+  8   outcome unknown: the host could not be reached again (it decides by itself),
+      or its deploy ended without a result (see its journal)
   130 interrupted (Ctrl-C, SIGTERM): only the following stopped; the host goes on
   64  usage error; 78 configuration error"""
