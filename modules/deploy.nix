@@ -1,9 +1,9 @@
 # What `hydra-deploy` needs on a host: the command itself (the host's side of a deploy and its
 # dead-man rescue run it from the operator's copy when there is one, else from here), its
 # state directory (the deploy lock, the deploy in progress, the results the operator reads),
-# /etc/hydra-deploy/host.json, which tells the gate of a new system whether that system runs
-# the health agent and where its /healthz answers, and a unit that, at boot, resolves a deploy
-# a restart cut short (the host booted its boot default; the profile is put back if it moved).
+# and /etc/hydra-deploy/host.json, which tells the gate of a new system whether that system
+# runs the health agent and where its /healthz answers. It adds no unit: everything a deploy
+# runs on the host is a transient unit of that deploy.
 {
   config,
   lib,
@@ -51,22 +51,5 @@ in
       "d /var/lib/hydra-deploy 0755 root root -"
       "d /var/lib/hydra-deploy/results 0755 root root 30d"
     ];
-    systemd.services.hydra-deploy-recover = {
-      description = "Resolve a hydra-deploy that a restart cut short";
-      wantedBy = [ "multi-user.target" ];
-      after = [ "local-fs.target" ];
-      # Done before the operator's ssh can ask for the result.
-      before = [ "sshd.service" ];
-      # Started by a deploy's own activation too; it then finds the lock held and does nothing.
-      restartIfChanged = false;
-      path = [ config.nix.package ]; # nix-env, to put the profile back
-      unitConfig.ConditionPathExists = "/var/lib/hydra-deploy/current.json";
-      serviceConfig = {
-        Type = "oneshot";
-        ExecStart = "${lib.getExe' cfg.package "hydra-deploy"} host recover";
-        # The result is for the operator; a deploy rolled back at boot is not a failed unit.
-        SuccessExitStatus = "2 3";
-      };
-    };
   };
 }

@@ -145,11 +145,12 @@ def host_rescue(deploy_id: str, activation_timeout: float) -> int:
 
 
 @host.command("recover")
-def host_recover() -> int:
-    """At boot: resolve a deploy that a restart cut short."""
+@click.option("--id", "deploy_id")
+def host_recover(deploy_id: str | None) -> int:
+    """Resolve a deploy cut short by a restart or a crash."""
     from hydra_fleet.deploy.host import Host  # noqa: PLC0415
 
-    return Host(Tools.from_env()).recover()
+    return Host(Tools.from_env()).recover(deploy_id)
 
 
 @host.command("rollback")

@@ -416,19 +416,25 @@ class Host:
         finally:
             self.state.unlock()
 
-    def recover(self) -> int:
-        """At boot: a deploy cut short by a restart (power loss, a crash) is resolved against
-        what the host booted, and its result written for the operator."""
+    def recover(self, deploy_id: str | None = None) -> int:
+        """A deploy whose unit and dead-man timer are gone without a result (a restart, a
+        crash) is resolved against what the host runs now, and its result written; started by
+        the operator's side when it finds that."""
         if not self.state.try_lock():
-            return 0  # a deploy is running (this unit was started by its activation)
+            self.say("recover", "a deploy holds the lock; nothing to recover")
+            return 0
         try:
             record = self.state.current()
-            if record is None or record.phase in FINAL:
+            if record is None or record.phase in FINAL or deploy_id not in (None, record.id):
+                self.say("recover", f"no unfinished deploy {deploy_id or ''} on {self.name}")
                 return 0
             if self.unit_state(f"{deadman_unit(record.id)}.timer") == "active":
-                return 0  # not a restart: the deploy's own dead-man timer is pending
-            self.say("recover", f"{record.describe_holder()} was cut short by a restart")
-            return self.resolve(record, "the host restarted during the deploy", booted=True)
+                self.say("recover", f"{record.describe_holder()}: its dead-man timer is pending")
+                return 0
+            self.say("recover", f"{record.describe_holder()} was cut short (restart or crash)")
+            return self.resolve(
+                record, "the host restarted or its deploy process died", booted=True
+            )
         finally:
             self.state.unlock()
 

@@ -259,12 +259,18 @@ class Operator:
             return False
         return True
 
-    def follow(self, deploy_id: str, units: list[str], patience: float) -> int:
+    def follow(
+        self,
+        deploy_id: str,
+        units: list[str],
+        patience: float,
+        recover: tuple[str, list[str], list[str]] | None = None,
+    ) -> int:
         """Relay the journal until the host's result for `deploy_id` appears. Ctrl-C or
         SIGTERM only stop the following (exit 130); the host goes on."""
         previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
-            return self._follow(deploy_id, units, patience)
+            return self._follow(deploy_id, units, patience, recover)
         except KeyboardInterrupt:
             stage(
                 "stopped",
@@ -275,7 +281,13 @@ class Operator:
         finally:
             signal.signal(signal.SIGTERM, previous)
 
-    def _follow(self, deploy_id: str, units: list[str], patience: float) -> int:
+    def _follow(
+        self,
+        deploy_id: str,
+        units: list[str],
+        patience: float,
+        recover: tuple[str, list[str], list[str]] | None,
+    ) -> int:
         journal = [self.tools.journalctl]
         for unit in units:
             journal += ["-u", f"{unit}.service"]
@@ -284,11 +296,7 @@ class Operator:
         result_file = f"{self.tools.state_dir}/results/{deploy_id}.json"
         states = " ".join(
             shlex.quote(u)
-            for u in (
-                f"{units[0]}.service",
-                *(f"{u}.service" for u in units[1:]),
-                *(f"{u}.timer" for u in units[1:]),
-            )
+            for u in (*(f"{u}.service" for u in units), *(f"{u}.timer" for u in units[1:]))
         )
         script = (
             f"cat {shlex.quote(result_file)} 2>/dev/null || "
@@ -327,7 +335,16 @@ class Operator:
                 else:
                     active = [s for s in text.split() if s in ("active", "activating")]
                     idle_polls = 0 if active else idle_polls + 1
-                    if idle_polls >= 3:
+                    if idle_polls >= 3 and recover is not None:
+                        # gone without a result (a reboot, a crash): the host resolves what the
+                        # deploy recorded against what it runs now, and writes the result
+                        stage("recover", f"the deploy on {self.host} ended without a result")
+                        if not self.start(
+                            recover[0], "hydra-deploy: recover", recover[1], recover[2]
+                        ):
+                            return Exit.LOST
+                        recover, idle_polls = None, 0
+                    elif idle_polls >= 3:
                         stage(
                             "lost",
                             f"the deploy on {self.host} ended without a result: see "
@@ -402,7 +419,13 @@ class Operator:
         if not self.start(unit, f"hydra-deploy {deploy_id}: switch to {new}", command, args):
             return Exit.NOT_STARTED
         patience = activation_timeout + (gate_timeout or 900.0) + margin + LOST_GRACE
-        return self.follow(deploy_id, [unit, deadman_unit(deploy_id)], patience)
+        recover = f"{unit}-recover"
+        return self.follow(
+            deploy_id,
+            [unit, deadman_unit(deploy_id), recover],
+            patience,
+            (recover, command, ["host", "recover", "--id", deploy_id]),
+        )
 
     def rollback(self) -> int:
         command, package = self.host_command("/run/current-system")
