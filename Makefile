@@ -65,33 +65,36 @@ run: $(BIN)/.installed ## exporter + health agent on loopback (BACKEND=synthetic
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/run-local $(or $(BACKEND),auto)
 
 # --- NixOS (on a fleet host; build/check/deploy from any machine with Nix) ----------------
-# switch, deploy, trace and rollback go through the health gate of `hydra-health deploy`: the
-# new system is activated with `switch-to-configuration test`, the gate waits for every check
-# to pass, and only then does it become the boot default; otherwise the previous system is
-# re-activated and make fails. Building runs as you; activation asks sudo for root.
+# switch, deploy, trace and rollback run `hydra-deploy`: it builds here, shows the closure
+# difference, copies the closure (deploy), then starts ONE transient unit on the host that
+# records the running system, arms a dead-man timer, activates the new system with
+# `switch-to-configuration test`, gates it, and makes it the boot default only if the gate
+# passes; otherwise it re-activates the recorded system. The host decides by itself: stopping
+# make, closing the terminal or losing the connection changes nothing there. Exit codes:
+# `hydra-deploy --help`. Building runs as you; the host's unit is started with sudo if needed.
 
 GATE_TIMEOUT ?= 300
 TARGET ?= root@$(HOST)
 HASH := \#
-# hydra-health from PATH (an installed host), else from this flake.
-HYDRA_HEALTH = $(or $(shell command -v hydra-health 2>/dev/null),nix shell $(FLAKE)$(HASH)hydra-fleet --command hydra-health)
+# hydra-deploy from PATH (an installed host), else from this flake.
+HYDRA_DEPLOY = $(or $(shell command -v hydra-deploy 2>/dev/null),nix shell $(FLAKE)$(HASH)hydra-fleet --command hydra-deploy)
 
 .PHONY: switch
 switch: ## build this host's system, activate it, keep it only if the health gate passes (default)
-	$(HYDRA_HEALTH) deploy switch --flake $(FLAKE)#$(HOST) --gate-timeout $(GATE_TIMEOUT)
+	$(HYDRA_DEPLOY) switch --flake $(FLAKE)#$(HOST) --gate-timeout $(GATE_TIMEOUT)
 
 .PHONY: trace
 trace: ## switch, with --show-trace for Nix evaluation errors
-	$(HYDRA_HEALTH) deploy switch --flake $(FLAKE)#$(HOST) --gate-timeout $(GATE_TIMEOUT) --show-trace
+	$(HYDRA_DEPLOY) switch --flake $(FLAKE)#$(HOST) --gate-timeout $(GATE_TIMEOUT) --show-trace
 
 .PHONY: deploy
 deploy: ## HOST=name [TARGET=root@address]: build here, activate on HOST over SSH through the gate
 	@test "$(origin HOST)" = "command line" || { echo "usage: make deploy HOST=<hydra-ai|hydra-compute|l> [TARGET=root@<address>]" >&2; exit 64; }
-	$(HYDRA_HEALTH) deploy switch --flake $(FLAKE)#$(HOST) --target-host $(TARGET) --gate-timeout $(GATE_TIMEOUT)
+	$(HYDRA_DEPLOY) switch --flake $(FLAKE)#$(HOST) --target-host $(TARGET) --gate-timeout $(GATE_TIMEOUT)
 
 .PHONY: rollback
-rollback: ## re-activate the previous generation (TARGET=root@address for a remote host)
-	$(HYDRA_HEALTH) deploy rollback$(if $(filter command line,$(origin TARGET)), --target-host $(TARGET))
+rollback: ## back to the profile's generation if another runs, else the one before (TARGET=root@address)
+	$(HYDRA_DEPLOY) rollback$(if $(filter command line,$(origin TARGET)), --target-host $(TARGET))
 
 .PHONY: build
 build: ## build this host's system (HOST=name for another) into ./result without activating it

@@ -1,6 +1,7 @@
 # Every hydra module; hosts import this one file.
 {
   imports = [
+    ./deploy.nix
     ./gpu-exporter
     ./gpus.nix
     ./health-agent

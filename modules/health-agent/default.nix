@@ -458,6 +458,11 @@ in
           text = polkitRule;
         };
         environment.etc."hydra-health/config.json".source = gateFile;
+        # What the deploy gate must find answering before a new system becomes the default.
+        hydra.deploy.agent = {
+          unit = "hydra-health.service";
+          healthz = "http://${service.localEndpoint cfg}/healthz";
+        };
         hydra.configChecks.hydra-health = lib.mkIf checkable checked;
         environment.etc."hydra-health/check.txt" = lib.mkIf checkable { source = checked; };
         environment.systemPackages = [ cfg.package ];

@@ -1,6 +1,6 @@
 """The Makefile's NixOS targets: what they run, that they print it, and the deploy gate's CLI.
 
-A stand-in `hydra-health` on PATH records its arguments, so the targets run for real without
+A stand-in `hydra-deploy` on PATH records its arguments, so the targets run for real without
 Nix or a NixOS host.
 """
 
@@ -25,7 +25,7 @@ def fake_bin(tmp_path: Path) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "calls"
-    script = bin_dir / "hydra-health"
+    script = bin_dir / "hydra-deploy"
     script.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
     script.chmod(0o755)
     return bin_dir
@@ -53,22 +53,22 @@ def calls(fake_bin: Path) -> list[str]:
 def test_switch_is_the_default_and_goes_through_the_gate(fake_bin: Path) -> None:
     done = make(fake_bin, "HOST=hydra-ai")
     assert done.returncode == 0, done.stderr
-    expected = "deploy switch --flake .#hydra-ai --gate-timeout 300"
+    expected = "switch --flake .#hydra-ai --gate-timeout 300"
     assert calls(fake_bin) == [expected]
-    assert f"hydra-health {expected}" in done.stdout  # printed before it runs
+    assert f"hydra-deploy {expected}" in done.stdout  # printed before it runs
 
 
 def test_trace_passes_show_trace_through(fake_bin: Path) -> None:
     done = make(fake_bin, "trace", "HOST=l", "GATE_TIMEOUT=120")
     assert done.returncode == 0, done.stderr
-    assert calls(fake_bin) == ["deploy switch --flake .#l --gate-timeout 120 --show-trace"]
+    assert calls(fake_bin) == ["switch --flake .#l --gate-timeout 120 --show-trace"]
 
 
 def test_deploy_targets_the_named_host_over_ssh(fake_bin: Path) -> None:
     done = make(fake_bin, "deploy", "HOST=hydra-compute")
     assert done.returncode == 0, done.stderr
     assert calls(fake_bin) == [
-        "deploy switch --flake .#hydra-compute --target-host root@hydra-compute --gate-timeout 300"
+        "switch --flake .#hydra-compute --target-host root@hydra-compute --gate-timeout 300"
     ]
     make(fake_bin, "deploy", "HOST=l", "TARGET=root@192.168.1.30")
     assert calls(fake_bin)[-1].endswith(
@@ -86,7 +86,7 @@ def test_deploy_without_a_host_refuses_and_runs_nothing(fake_bin: Path) -> None:
 def test_rollback_is_local_unless_a_target_is_given(fake_bin: Path) -> None:
     assert make(fake_bin, "rollback").returncode == 0
     assert make(fake_bin, "rollback", "TARGET=root@hydra-ai").returncode == 0
-    assert calls(fake_bin) == ["deploy rollback", "deploy rollback --target-host root@hydra-ai"]
+    assert calls(fake_bin) == ["rollback", "rollback --target-host root@hydra-ai"]
 
 
 def test_nix_targets_print_their_commands(fake_bin: Path) -> None:

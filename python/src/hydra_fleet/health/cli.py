@@ -1,10 +1,9 @@
-"""`hydra-health`: run | check | gate | alerts | deploy."""
+"""`hydra-health`: run | check | gate | alerts."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -19,7 +18,6 @@ from hydra_fleet.core.errors import ConfigError
 from hydra_fleet.core.log import get_logger
 from hydra_fleet.core.report import resolve_config
 from hydra_fleet.core.server import serve
-from hydra_fleet.health import deploy as deploy_mod
 from hydra_fleet.health.agent import DB_NAME, Agent
 from hydra_fleet.health.app import make_app
 from hydra_fleet.health.checks import CheckContext, run_check
@@ -269,75 +267,6 @@ def alerts_retry(ctx: click.Context, config_file: Path | None, state_dir: Path |
     count = store.retry_now() if store is not None else 0
     click.echo(f"{count} deliveries due now")
     return 0
-
-
-@main_group.group()
-def deploy() -> None:
-    """Health-gated switch and rollback of the NixOS system."""
-
-
-def _deployer(target_host: str | None, sudo: bool) -> deploy_mod.Deployer:
-    return deploy_mod.Deployer(deploy_mod.Tools.from_env(), target_host=target_host, sudo=sudo)
-
-
-@deploy.command()
-@click.option("--flake", required=True, help="FLAKE#HOST")
-@click.option("--target-host", help="ssh destination; remote steps run over ssh")
-@click.option("--gate-timeout", type=click.FloatRange(min=1), default=300.0, show_default=True)
-@click.option("--show-trace", is_flag=True, help="passed to nix build")
-@click.option("--ignore-failed-units", is_flag=True, help="exit 4 of switch-to-configuration")
-@click.option("--sudo", is_flag=True, help="run privileged remote steps with sudo")
-@click.option(
-    "--no-transient-unit", is_flag=True, help="do not move activation into a transient unit"
-)
-def switch(  # noqa: PLR0917 - click passes every option as an argument
-    flake: str,
-    target_host: str | None,
-    gate_timeout: float,
-    show_trace: bool,
-    ignore_failed_units: bool,
-    sudo: bool,
-    no_transient_unit: bool,
-) -> int:
-    """Build, activate (test), gate, then make it the boot default, or roll back."""
-    deployer = _deployer(target_host, sudo)
-    new = deployer.build(flake, show_trace)
-    print(f"hydra-health: built {new}", file=sys.stderr)
-    if target_host or no_transient_unit or deploy_mod.in_transient_unit():
-        return deployer.activate_and_gate(
-            new, gate_timeout, ignore_failed_units=ignore_failed_units
-        )
-    args = ["deploy", "activate", "--system", new, "--gate-timeout", f"{gate_timeout:g}"]
-    if ignore_failed_units:
-        args.append("--ignore-failed-units")
-    argv = deploy_mod.transient_argv(deployer.tools, args)
-    log.info("moving activation into a transient unit", argv=" ".join(argv))
-    return subprocess.run(argv, check=False).returncode
-
-
-@deploy.command(hidden=True)
-@click.option("--system", required=True, help="store path of the built system")
-@click.option("--gate-timeout", type=click.FloatRange(min=1), default=300.0)
-@click.option("--ignore-failed-units", is_flag=True)
-def activate(system: str, gate_timeout: float, ignore_failed_units: bool) -> int:
-    """(internal) The activation and gate half of `switch`, run inside the transient unit."""
-    deployer = _deployer(None, sudo=False)
-    return deployer.activate_and_gate(system, gate_timeout, ignore_failed_units=ignore_failed_units)
-
-
-@deploy.command()
-@click.option("--target-host", help="ssh destination")
-@click.option("--sudo", is_flag=True, help="run privileged remote steps with sudo")
-def rollback(target_host: str | None, sudo: bool) -> int:
-    """Go back one generation: `nix-env --rollback` on the system profile, then switch."""
-    local_sudo = target_host is None and _not_root()
-    return _deployer(target_host, sudo or local_sudo).rollback()
-
-
-def _not_root() -> bool:
-    import os  # noqa: PLC0415
-
-    return os.geteuid() != 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
