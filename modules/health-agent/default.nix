@@ -297,7 +297,11 @@ let
     };
 in
 {
-  imports = [ ../config-checks.nix ];
+  imports = [
+    ../config-checks.nix
+    # For hydra.deploy.agent, which this module sets so the deploy gate asks the agent.
+    ../deploy.nix
+  ];
 
   options.services.hydra-health =
     service.listenerOptions {
