@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from hydra_fleet.core.errors import BindError
+from hydra_fleet.core.errors import BindError, ListenAddressError
 from hydra_fleet.core.server import bind_socket, bind_with_retry, serve
 
 HELLO = Path(__file__).with_name("hello_server.py")
@@ -124,8 +124,8 @@ async def test_gives_up_with_a_clear_message_after_the_timeout() -> None:
 
 
 async def test_other_bind_errors_fail_at_once() -> None:
-    """An address that is not ours is not retried."""
-    with pytest.raises(BindError, match=r"192\.0\.2\.1"):
+    """An address that is not ours is not retried, and is a config error (78), not 75."""
+    with pytest.raises(ListenAddressError, match=r"192\.0\.2\.1"):
         await bind_with_retry("192.0.2.1", free_port(), bind_timeout=5)
 
 

@@ -9,6 +9,11 @@ Supported field types: str, int, float, bool, Path, `Secret`, Literal, Enum, nes
 dataclasses, `list[T]`, `dict[str, T]`, `T | None`, `typing.Any` (kept as parsed), and
 `Annotated[T, check, ...]` where each check is a callable returning a problem or None.
 A dataclass may raise `FieldProblem` from `__post_init__` to reject a combination of fields.
+
+Whatever the schema, hostile input is refused the same way (one `ConfigError`, exit 78):
+a config file that is not a regular file or is larger than 4 MiB, NaN and Infinity, a
+number beyond +/-2^53 (floats beyond 1e15), a NUL byte in any string or key, and nesting
+deeper than 32 levels.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import ipaddress
 import json
+import math
 import re
 import types
 import typing
@@ -25,6 +32,8 @@ from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
 from hydra_fleet.core.errors import ConfigError
+from hydra_fleet.core.files import FileProblem, read_small_file
+from hydra_fleet.core.secrets import read_secret
 
 T = TypeVar("T")
 
@@ -83,17 +92,49 @@ def non_empty(value: Any) -> str | None:
     return None if len(value) else "expected a non-empty value"
 
 
-def matches(pattern: str, expectation: str) -> Check:
-    compiled = re.compile(pattern)
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
-    def check(value: Any) -> str | None:
-        return None if compiled.fullmatch(value) else f"expected {expectation}, got {value!r}"
 
-    return check
+def host_problem(value: str) -> str | None:  # noqa: PLR0911 - one return per reason
+    """Why `value` is neither an IP address nor a valid host name (IDNA), or None."""
+    if not value:
+        return "expected a host name or IP address, got an empty string"
+    text = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    else:
+        return None
+    shown = _kind(value)
+    if ":" in text or text.startswith("["):
+        return f"expected a host name or IP address, got {shown} (not a valid IPv6 address)"
+    try:
+        ascii_name = text.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError as err:
+        reason = str(err).rsplit("UnicodeError: ", 1)[-1].rstrip(")")
+        return f"expected a host name or IP address, got {shown} ({reason})"
+    labels = ascii_name.split(".")
+    if len(ascii_name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return f"expected a host name or IP address, got {shown}"
+    if labels[-1].isdigit():
+        return f"expected a host name or IP address, got {shown} (not a valid IPv4 address)"
+    return None
+
+
+def hostname(value: Any) -> str | None:
+    """Annotated check: an IP address or a host name that resolves can be asked for."""
+    return host_problem(value)
 
 
 Port = typing.Annotated[int, in_range(1, 65535)]
-PositiveFloat = typing.Annotated[float, in_range(0.001)]
+Host = typing.Annotated[str, hostname]
+
+# Bounds that hold for every field, whatever the schema says.
+MAX_CONFIG_BYTES = 4 << 20
+MAX_DEPTH = 32
+MAX_INT = 2**53
+MAX_FLOAT = 1e15
 
 
 # Loading ---------------------------------------------------------------------------------
@@ -118,20 +159,89 @@ def load(
     return result
 
 
-def read_json(file: Path) -> dict[str, Any]:
+class _JsonRefusedError(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _JsonRefusedError(f"{name} is not a number a config may hold")
+
+
+def _bounded_int(text: str) -> int:
+    digits = text.lstrip("-")
+    if len(digits) > 16 or int(text) > MAX_INT or int(text) < -MAX_INT:
+        shown = text if len(text) <= 20 else f"{text[:12]}... ({len(digits)} digits)"
+        raise _JsonRefusedError(f"the integer {shown} is beyond +/-2^53")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or abs(value) > MAX_FLOAT:
+        shown = text if len(text) <= 24 else text[:20] + "..."
+        raise _JsonRefusedError(f"the number {shown} is beyond +/-1e15")
+    return value
+
+
+def parse_json_text(text: str, source: str) -> Any:
+    """`json.loads` that refuses NaN, Infinity, unbounded numbers and deep nesting."""
+    depth = _max_depth(text)
+    if depth > MAX_DEPTH:
+        raise ConfigError(
+            source, "", f"nested {depth} levels deep; a config has at most {MAX_DEPTH}"
+        )
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(str(file), "", f"cannot read the file: {err.strerror}") from err
-    except UnicodeDecodeError as err:
-        raise ConfigError(str(file), "", "expected UTF-8 text") from err
-    try:
-        data = json.loads(text)
+        return json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+        )
     except json.JSONDecodeError as err:
         where = f"line {err.lineno} column {err.colno}"
-        raise ConfigError(str(file), where, f"not valid JSON: {err.msg}") from err
+        raise ConfigError(source, where, f"not valid JSON: {err.msg}") from err
+    except (_JsonRefusedError, ValueError, RecursionError) as err:
+        raise ConfigError(source, "", f"not accepted: {err}") from err
+
+
+def _max_depth(text: str) -> int:
+    """How deep `[`/`{` nest outside strings; stops counting once past the limit."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    return deepest
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def read_json(file: Path) -> dict[str, Any]:
+    source = str(file)
+    try:
+        raw = read_small_file(file, MAX_CONFIG_BYTES)
+    except FileProblem as err:
+        raise ConfigError(source, "", f"cannot read the file: {err.reason}") from err
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(source, "", "expected UTF-8 text") from err
+    data = parse_json_text(text, source)
     if not isinstance(data, dict):
-        raise ConfigError(str(file), "", f"expected a JSON object, got {_kind(data)}")
+        raise ConfigError(source, "", f"expected a JSON object, got {_kind(data)}")
     return data
 
 
@@ -154,6 +264,9 @@ def _kind(value: object) -> str:
         return "an object"
     if isinstance(value, list):
         return "a list"
+    if isinstance(value, str) and len(value) > 60:
+        value = value[:60]  # never serialise a 50 MB value only to cut it
+        return json.dumps(value)[:-1] + '..."'
     shown = json.dumps(value)
     return shown if len(shown) <= 60 else shown[:57] + "..."
 
@@ -231,6 +344,9 @@ class _Converter:
             if not isinstance(value, dict):
                 raise self._expected(tp, value, path)
             _, item = get_args(tp)
+            for k in value:
+                if "\0" in k:
+                    raise self.fail(_join(path, k), "a key may not contain a NUL byte")
             return {k: self.convert(item, v, _join(path, k)) for k, v in value.items()}
         if dataclasses.is_dataclass(tp) and isinstance(tp, type) and tp is not Secret:
             return self._dataclass(tp, value, path)
@@ -242,11 +358,17 @@ class _Converter:
         return self._scalar(tp, value, path)
 
     def _scalar(self, tp: Any, value: Any, path: str) -> Any:
+        if isinstance(value, str) and "\0" in value:
+            raise self.fail(path, "a string may not contain a NUL byte")
         if tp is bool and isinstance(value, bool):
             return value
         if tp is int and isinstance(value, int) and not isinstance(value, bool):
+            if not -MAX_INT <= value <= MAX_INT:
+                raise self.fail(path, f"expected an integer within +/-2^53, got {_kind(value)}")
             return value
         if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+            if not (math.isfinite(value) and abs(value) <= MAX_FLOAT):
+                raise self.fail(path, f"expected a finite number within +/-1e15, got {value!r}")
             return float(value)
         if tp is str and isinstance(value, str):
             return value
@@ -257,16 +379,11 @@ class _Converter:
         raise self._expected(tp, value, path)
 
     def _secret(self, file: Path, path: str) -> Secret:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except OSError as err:
-            raise self.fail(path, f"cannot read secret file {file}: {err.strerror}") from err
-        except UnicodeDecodeError as err:
-            raise self.fail(path, f"secret file {file} is not UTF-8 text") from err
-        value = text.strip()
-        if not value:
-            raise self.fail(path, f"secret file {file} is empty")
-        return Secret(file, value)
+        source = self.source
+        for key in self.overridden:
+            if path == key:
+                source = "command line"
+        return Secret(file, read_secret(file, source, path))
 
     def _union(self, tp: Any, value: Any, path: str) -> Any:
         args = get_args(tp)
@@ -314,16 +431,33 @@ def _join(path: str, key: str) -> str:
 
 
 def _unknown(key: str, known: Mapping[str, object]) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1)
+    close = difflib.get_close_matches(key[:100], list(known), n=1)
     hint = f' (did you mean "{close[0]}"?)' if close else ""
     return f"unknown key{hint}; known keys: {', '.join(sorted(known))}"
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
-    """Parse `HOST:PORT`, `[IPV6]:PORT` or `:PORT` (all addresses); raise ValueError."""
+    """Parse `HOST:PORT`, `[IPV6]:PORT` or `:PORT` (all addresses); raise ValueError.
+
+    The port is 1 to 65535 in ASCII digits (Python's `isdigit` would take `٣٤٥٦`), and the
+    host an IP address or a valid (IDNA) host name, so a typo is an error here, not later.
+    """
+    shown = _kind(text)
     host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"expected HOST:PORT with a port from 1 to 65535, got {text!r}")
+    if (
+        not sep
+        or not (port_text.isascii() and port_text.isdigit())
+        or len(port_text) > 5
+        or not 0 < int(port_text) < 65536
+    ):
+        raise ValueError(f"expected HOST:PORT with a port from 1 to 65535, got {shown}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    return host or "0.0.0.0", int(port_text)  # noqa: S104 - ":PORT" asks for every address
+        if ":" not in host:
+            raise ValueError(f"expected an IPv6 address inside [...], got {shown}")
+    if not host:
+        return "0.0.0.0", int(port_text)  # noqa: S104 - ":PORT" asks for every address
+    problem = host_problem(host)
+    if problem:
+        raise ValueError(f"{problem} in --listen")
+    return host, int(port_text)
