@@ -33,7 +33,6 @@ class CheckState:
     last_detail: str = "not run yet"
     last_duration: float = 0.0
     last_run: float | None = None
-    last_change: float | None = None
     grace_until: float = 0.0
     runs: int = 0
     history: deque[bool] = dataclasses.field(default_factory=deque)
@@ -89,7 +88,7 @@ class CheckState:
         return ratio >= self.flap.high
 
 
-def resolve(states: dict[str, CheckState], now: float) -> dict[str, tuple[State, State]]:
+def resolve(states: dict[str, CheckState]) -> dict[str, tuple[State, State]]:
     """Set every check's `effective` state from its own and its dependencies'.
 
     Returns {name: (before, after)} for the checks whose effective state changed.
@@ -121,5 +120,4 @@ def resolve(states: dict[str, CheckState], now: float) -> dict[str, tuple[State,
         if after != state.effective:
             changed[name] = (state.effective, after)
             state.effective = after
-            state.last_change = now
     return changed
