@@ -258,8 +258,7 @@ class Agent:
         if self.outbox is not None and self.outbox.store_error is not None:
             held = len(self.outbox.unsaved)
             return False, (
-                f"store not writable: {self.outbox.store_error}; "
-                f"{held} alerts held in memory"
+                f"store not writable: {self.outbox.store_error}; {held} alerts held in memory"
             )
         if self.degraded:
             names = ", ".join(sorted(self.degraded))
