@@ -122,6 +122,29 @@ def host_problem(value: str) -> str | None:  # noqa: PLR0911 - one return per re
     return None
 
 
+def url_problem(value: str, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+    """Why `value` is not a `scheme://host[:port]/...` URL with a valid host, or None."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    shown = _kind(value)
+    expected = "URL (" + " or ".join(f"{scheme}://" for scheme in schemes) + ")"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as err:
+        return f"expected a {expected}, got {shown} ({err})"
+    del port
+    if parts.scheme not in schemes or not parts.hostname:
+        return f"expected a {expected} with a host, got {shown}"
+    problem = host_problem(parts.hostname)
+    return None if problem is None else f"{problem} in the URL {shown}"
+
+
+def http_url(value: Any) -> str | None:
+    """Annotated check: an http:// or https:// URL whose host is valid."""
+    return url_problem(value)
+
+
 def hostname(value: Any) -> str | None:
     """Annotated check: an IP address or a host name that resolves can be asked for."""
     return host_problem(value)
@@ -129,6 +152,7 @@ def hostname(value: Any) -> str | None:
 
 Port = typing.Annotated[int, in_range(1, 65535)]
 Host = typing.Annotated[str, hostname]
+HttpUrl = typing.Annotated[str, http_url]
 
 # Bounds that hold for every field, whatever the schema says.
 MAX_CONFIG_BYTES = 4 << 20

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from hydra_fleet.health import deploy as deploy_mod
 from hydra_fleet.health.agent import DB_NAME, Agent
 from hydra_fleet.health.app import make_app
 from hydra_fleet.health.checks import CheckContext, run_check
-from hydra_fleet.health.config import HealthConfig, load_config
+from hydra_fleet.health.config import WEEK, HealthConfig, load_config
 from hydra_fleet.health.gate import run_gate
 from hydra_fleet.health.store import Store, open_store
 
@@ -34,6 +35,13 @@ config_option = click.option(
 state_option = click.option(
     "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="overrides stateDir"
 )
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """click's FloatRange lets NaN through (every comparison with NaN is false)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"expected a finite number of seconds, got {value}", ctx, param)
+    return value
 
 
 def _load(config_file: Path | None, **overrides: object) -> HealthConfig:
@@ -80,9 +88,17 @@ def run(config_file: Path | None, state_dir: Path | None, listen: str | None) ->
 @main_group.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report")
-def check(config_file: Path | None, as_json: bool) -> int:
-    """Run every check once; exit 0 when all pass, 1 otherwise."""
+@click.option(
+    "--static",
+    is_flag=True,
+    help="validate the configuration only (exit 0 or 78); run no check (for build-time checks)",
+)
+def check(config_file: Path | None, as_json: bool, static: bool) -> int:
+    """Run every check once; exit 0 when all pass, 1 otherwise (--static: validate only)."""
     config = _load(config_file)
+    if static:
+        click.echo(f"{config_file or '(no config file)'}: ok, {len(config.checks)} checks")
+        return 0
 
     async def main() -> dict[str, tuple[bool, str, float]]:
         ctx = CheckContext.create(config.systemctl)
@@ -108,7 +124,12 @@ def check(config_file: Path | None, as_json: bool) -> int:
 
 @main_group.command()
 @config_option
-@click.option("--timeout", type=click.FloatRange(min=0.1), help="seconds (default gate.timeout)")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1, max=WEEK),
+    callback=_finite,
+    help="seconds (default gate.timeout)",
+)
 @click.option("--passes", type=click.IntRange(min=1), help="passes in a row (default gate.passes)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report")
 @click.option("--allow-missing", is_flag=True, help="a missing config file passes (no checks)")
