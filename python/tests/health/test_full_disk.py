@@ -49,7 +49,10 @@ def fill(directory: Path) -> Path:
     """Write a file until the filesystem is full; return it."""
     filler = directory / "filler"
     chunk = b"\0" * 4096
-    with filler.open("wb", buffering=0) as out, pytest.raises(OSError, match="No space left") as full:  # noqa: PT012
+    with (
+        filler.open("wb", buffering=0) as out,
+        pytest.raises(OSError, match="No space left") as full,  # noqa: PT012 - write until full
+    ):
         while True:
             out.write(chunk)
     assert full.value.errno == errno.ENOSPC
