@@ -15,6 +15,7 @@ import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from pytest_aiohttp import AiohttpClient
@@ -45,17 +46,19 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+def _write_forever(out: BinaryIO) -> None:
+    chunk = b"\0" * 4096
+    while True:
+        out.write(chunk)
+
+
 def fill(directory: Path) -> Path:
     """Write a file until the filesystem is full; return it."""
     filler = directory / "filler"
-    chunk = b"\0" * 4096
-    with (
-        filler.open("wb", buffering=0) as out,
-        pytest.raises(OSError, match="No space left") as full,  # noqa: PT012 - write until full
-    ):
-        while True:
-            out.write(chunk)
-    assert full.value.errno == errno.ENOSPC
+    with filler.open("wb", buffering=0) as out:
+        with pytest.raises(OSError, match="No space left") as full:
+            _write_forever(out)
+        assert full.value.errno == errno.ENOSPC
     return filler
 
 
