@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import functools
 import os
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
@@ -54,6 +56,7 @@ class CheckContext:
 
     @classmethod
     def create(cls, systemctl: str = "systemctl") -> CheckContext:
+        _runners()
         connector = aiohttp.TCPConnector(limit=0, force_close=True)
         return cls(aiohttp.ClientSession(connector=connector), systemctl)
 
@@ -61,16 +64,26 @@ class CheckContext:
         await self.session.close()
 
 
-async def run_check(check: CheckConfig, ctx: CheckContext) -> CheckResult:
+Probe = Callable[[CheckConfig, "CheckContext"], Awaitable[tuple[bool, str]]]
+
+
+@functools.cache
+def _runners() -> dict[str, Probe]:
+    """The probe of each check type, imported once: at start (`CheckContext.create`), so a
+    process out of descriptors later still has them."""
     from hydra_fleet.health.checks import command, gpu, http, systemd, tcp  # noqa: PLC0415
 
-    runners = {
+    return {
         "http": http.probe,
         "tcp": tcp.probe,
         "systemd": systemd.probe,
         "gpu": gpu.probe,
         "command": command.probe,
     }
+
+
+async def run_check(check: CheckConfig, ctx: CheckContext) -> CheckResult:
+    runners = _runners()
     started = time.monotonic()
     try:
         async with asyncio.timeout(check.timeout):
