@@ -293,7 +293,10 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     app.middlewares.append(guard.middleware)
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, keepalive_timeout=guard.idle_timeout
+        app,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=2 * guard.idle_timeout,  # a backstop; the guard closes first
     )
     await runner.setup()
     server: asyncio.Server | None = None
