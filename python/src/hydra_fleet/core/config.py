@@ -352,6 +352,7 @@ class _Converter:
                     raise self.fail(path, problem)
             return result
         if tp is Any:
+            self._no_nul(value, path)
             return value
         if origin in (types.UnionType, typing.Union):
             return self._union(tp, value, path)
@@ -380,6 +381,21 @@ class _Converter:
             except ValueError:
                 raise self._expected(tp, value, path) from None
         return self._scalar(tp, value, path)
+
+    def _no_nul(self, value: Any, path: str) -> None:
+        """A value kept as parsed (`Any`) still may not hide a NUL byte in a string or key."""
+        stack = [(value, path)]
+        while stack:
+            item, where = stack.pop()
+            if isinstance(item, str) and "\0" in item:
+                raise self.fail(where, "a string may not contain a NUL byte")
+            if isinstance(item, list):
+                stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+            elif isinstance(item, dict):
+                for k, v in item.items():
+                    if "\0" in k:
+                        raise self.fail(_join(where, k), "a key may not contain a NUL byte")
+                    stack.append((v, _join(where, k)))
 
     def _scalar(self, tp: Any, value: Any, path: str) -> Any:
         if isinstance(value, str) and "\0" in value:
