@@ -176,4 +176,4 @@ def test_static_check_validates_and_runs_nothing(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "checks.c.host" in err[0]
-    assert "label empty or too long" in err[0]
+    assert "(an empty label)" in err[0]

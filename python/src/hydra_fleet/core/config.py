@@ -109,11 +109,15 @@ def host_problem(value: str) -> str | None:  # noqa: PLR0911 - one return per re
     shown = _kind(value)
     if ":" in text or text.startswith("["):
         return f"expected a host name or IP address, got {shown} (not a valid IPv6 address)"
+    name = text.removesuffix(".")
+    for label in name.split("."):
+        if not label or len(label) > 63:
+            why = "an empty label" if not label else "a label longer than 63 characters"
+            return f"expected a host name or IP address, got {shown} ({why})"
     try:
-        ascii_name = text.rstrip(".").encode("idna").decode("ascii")
-    except UnicodeError as err:
-        reason = str(err).rsplit("UnicodeError: ", 1)[-1].rstrip(")")
-        return f"expected a host name or IP address, got {shown} ({reason})"
+        ascii_name = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return f"expected a host name or IP address, got {shown} (not a valid IDNA name)"
     labels = ascii_name.split(".")
     if len(ascii_name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         return f"expected a host name or IP address, got {shown}"
