@@ -170,7 +170,7 @@ def gate(
 def alerts(ctx: click.Context, config_file: Path | None, state_dir: Path | None) -> None:
     """Inspect the alert outbox (default: list)."""
     config = _load(config_file, stateDir=str(state_dir) if state_dir else None)
-    ctx.obj = open_store(config.state_dir / DB_NAME)
+    ctx.obj = open_store(config.state_dir / DB_NAME, repair=False)
     ctx.call_on_close(ctx.obj.close)
     if ctx.invoked_subcommand is None:
         ctx.invoke(alerts_list)

@@ -432,15 +432,16 @@ def _move_aside(path: Path) -> Path:
     return target
 
 
-def open_store(path: Path) -> Store:
+def open_store(path: Path, *, repair: bool = True) -> Store:
     """`Store(path)`, with a one-line error naming the file when that is impossible.
 
-    A corrupt database is moved aside and a fresh one opened (`reset_from` names the old)."""
+    With `repair` (the agent), a corrupt database is moved aside and a fresh one opened
+    (`reset_from` names the old one); without (the inspecting commands) it is an error."""
     try:
         try:
             return Store(path)
         except sqlite3.DatabaseError as err:
-            if not _corrupt(err):
+            if not (repair and _corrupt(err)):
                 raise
             moved = _move_aside(path)
             store = Store(path)

@@ -100,6 +100,7 @@ class Outbox:
         self.unmarked: dict[tuple[int, str], float] = {}  # (alert id, sink) -> delivered at
         self.store_error: str | None = None
         self._flush_wake = asyncio.Event()
+        self._seen: dict[str, tuple[str, float] | None] = {}  # fingerprint -> newest alert
 
     def _store_failed(self, what: str, err: BaseException) -> None:
         error = f"{type(err).__name__}: {err}"
@@ -110,12 +111,17 @@ class Outbox:
         self._flush_wake.set()
 
     async def _last(self, fp: str) -> tuple[str, float] | None:
-        """(status, starts_at) of the newest alert for `fp`, held in memory or stored."""
+        """(status, starts_at) of the newest alert for `fp`: held in memory, seen before by
+        this process (the only writer), or read from the store."""
         for item in reversed(self.unsaved):
             if item.fingerprint == fp:
                 return item.status, item.starts_at
+        if fp in self._seen:
+            return self._seen[fp]
         last = await self.store.call(Store.last_alert, fp)
-        return None if last is None else (last.status, last.starts_at)
+        found = None if last is None else (last.status, last.starts_at)
+        self._seen[fp] = found
+        return found
 
     @property
     def sink_names(self) -> list[str]:
@@ -157,6 +163,7 @@ class Outbox:
     async def _enqueue(self, item: _Unsaved) -> int | None:
         """Commit the alert; if the store fails, keep it (after any older ones) for the
         flush loop. Returns the row id, or None (a duplicate, or held in memory)."""
+        self._seen[item.fingerprint] = (item.status, item.starts_at)
         fields: dict[str, Any] = {
             "alertname": item.labels.get("alertname"),
             "status": item.status,
