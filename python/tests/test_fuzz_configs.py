@@ -32,7 +32,7 @@ from tests.health.servers import free_port
 from tests.installed import command_argv
 
 SEED = 12
-MUTATIONS = 120  # hostile mutations per command, plus as many noise ones
+MUTATIONS = 420  # hostile mutations per command, plus as many noise ones
 
 RUNNER = r"""
 import contextlib, io, json, signal, sys
@@ -252,6 +252,13 @@ def test_fuzzed_configs_are_accepted_or_refused_in_one_line(command: str, tmp_pa
     for special in (fifo, Path("/dev/zero"), big, broken):
         cases.append([*subcommand, "--config", str(special), *extra])
         refuse.append(True)
+    if command == "hydra-health":  # a FIFO or a device as a secret file
+        for secret in (fifo, Path("/dev/zero")):
+            sink = {"url": "http://127.0.0.1:9", "topic": "t", "tokenFile": str(secret)}
+            path = tmp_path / f"secret-{secret.name}.json"
+            path.write_text(json.dumps({**base, "alerts": {"sinks": {"ntfy": sink}}}))
+            cases.append([*subcommand, "--config", str(path), *extra])
+            refuse.append(True)
     outcomes = run_cases(command, cases)
     failures = [
         f"{outcome['argv']}: {why}"
