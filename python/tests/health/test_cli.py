@@ -171,6 +171,11 @@ def test_static_check_validates_and_runs_nothing(
     assert main(["check", "--static", "--config", str(cfg)]) == 0
     assert not marker.exists()
     assert "ok, 1 checks" in capsys.readouterr().out
+    # at build time the secrets do not exist yet: --static does not read them
+    ntfy = {"url": "http://127.0.0.1:9", "topic": "t", "tokenFile": "/run/secrets/ntfy"}
+    with_secret = write(tmp_path, {}, alerts={"sinks": {"ntfy": ntfy}})
+    assert main(["check", "--static", "--config", str(with_secret)]) == 0
+    capsys.readouterr()
     bad = write(tmp_path, {"c": {"type": "tcp", "host": "nas..lan", "port": 80}})
     assert main(["check", "--static", "--config", str(bad)]) == 78
     err = capsys.readouterr().err.strip().splitlines()

@@ -172,18 +172,22 @@ def load(
     schema: type[T],
     file: Path | None,
     overrides: Mapping[str, object] | None = None,
+    *,
+    read_secrets: bool = True,
 ) -> T:
     """Read `file` (or start from `{}` when None), apply `overrides`, convert to `schema`.
 
     `overrides` maps dotted camelCase key paths (`"listenAddress"`, `"gate.timeout"`) to
-    values from the command line; None values are skipped (flag not given).
+    values from the command line; None values are skipped (flag not given). Without
+    `read_secrets` (a build-time check, where no secret exists yet) a `Secret` keeps its
+    path and an empty value.
     """
     source = str(file) if file is not None else "(no config file)"
     data = read_json(file) if file is not None else {}
     given = {path: value for path, value in (overrides or {}).items() if value is not None}
     for dotted, value in given.items():
         _set_path(data, dotted.split("."), value)
-    result: T = _Converter(source, set(given)).convert(schema, data, "")
+    result: T = _Converter(source, set(given), read_secrets=read_secrets).convert(schema, data, "")
     return result
 
 
@@ -335,7 +339,8 @@ def _plural(text: str) -> str:
 
 
 class _Converter:
-    def __init__(self, source: str, overridden: set[str]) -> None:
+    def __init__(self, source: str, overridden: set[str], *, read_secrets: bool = True) -> None:
+        self.read_secrets = read_secrets
         self.source = source
         self.overridden = overridden
 
@@ -419,7 +424,7 @@ class _Converter:
         if tp is Path and isinstance(value, str) and value:
             return Path(value)
         if tp is Secret and isinstance(value, str) and value:
-            return self._secret(Path(value), path)
+            return self._secret(Path(value), path) if self.read_secrets else Secret(Path(value), "")
         raise self._expected(tp, value, path)
 
     def _secret(self, file: Path, path: str) -> Secret:

@@ -94,11 +94,13 @@ def run(config_file: Path | None, state_dir: Path | None, listen: str | None) ->
     help="validate the configuration only (exit 0 or 78); run no check (for build-time checks)",
 )
 def check(config_file: Path | None, as_json: bool, static: bool) -> int:
-    """Run every check once; exit 0 when all pass, 1 otherwise (--static: validate only)."""
-    config = _load(config_file)
+    """Run every check once; exit 0 when all pass, 1 otherwise (--static: validate only,
+    reading no secret file: at build time none exists)."""
     if static:
+        config = load_config(config_file, read_secrets=False)
         click.echo(f"{config_file or '(no config file)'}: ok, {len(config.checks)} checks")
         return 0
+    config = _load(config_file)
 
     async def main() -> dict[str, tuple[bool, str, float]]:
         ctx = CheckContext.create(config.systemctl)

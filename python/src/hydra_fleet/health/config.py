@@ -230,5 +230,7 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
     return None
 
 
-def load_config(file: Path | None, overrides: dict[str, object] | None = None) -> HealthConfig:
-    return load(HealthConfig, file, overrides)
+def load_config(
+    file: Path | None, overrides: dict[str, object] | None = None, *, read_secrets: bool = True
+) -> HealthConfig:
+    return load(HealthConfig, file, overrides, read_secrets=read_secrets)
