@@ -50,3 +50,31 @@ def test_exception_traceback_stays_on_one_line(caplog: pytest.LogCaptureFixture)
     assert "\n" not in line
     assert "backend=nvml" in line
     assert "RuntimeError: boom" in line
+
+
+def test_journald_lines_carry_their_syslog_priority() -> None:
+    """Under journald each line starts with <N>, so `journalctl -p warning` can filter."""
+    formatter = EventFormatter("logfmt", timestamps=False, priorities=True)
+    lines = {}
+    for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL):
+        record = record_for("e")
+        record.levelno, record.levelname = level, logging.getLevelName(level)
+        lines[level] = formatter.format(record)
+    assert [line[:3] for line in lines.values()] == ["<7>", "<6>", "<4>", "<3>", "<2>"]
+    assert lines[logging.INFO] == "<6>level=info logger=hydra.test event=e"
+
+
+def test_setup_logging_uses_priorities_only_under_journald(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hydra_fleet.core.log import setup_logging  # noqa: PLC0415
+
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    setup_logging()
+    get_logger("hydra.test").warning("restart failed", unit="llm.service")
+    monkeypatch.delenv("JOURNAL_STREAM")
+    setup_logging()
+    get_logger("hydra.test").warning("restart failed", unit="llm.service")
+    first, second = capsys.readouterr().err.splitlines()
+    assert first == '<4>level=warning logger=hydra.test event="restart failed" unit=llm.service'
+    assert second.startswith("ts=")

@@ -30,17 +30,12 @@ def test_ready_with_status_on_a_path_socket(path_socket: tuple[socket.socket, st
 
 
 def test_every_message_kind(path_socket: tuple[socket.socket, str]) -> None:
-    """STATUS, EXTEND_TIMEOUT_USEC (in microseconds) and STOPPING are sent as systemd expects."""
+    """STATUS and STOPPING are sent as systemd expects."""
     sock, address = path_socket
     notifier = Notifier(address)
     notifier.status("loading 40%")
-    notifier.extend_timeout(90)
     notifier.stopping()
-    assert [sock.recv(4096) for _ in range(3)] == [
-        b"STATUS=loading 40%",
-        b"EXTEND_TIMEOUT_USEC=90000000",
-        b"STOPPING=1",
-    ]
+    assert [sock.recv(4096) for _ in range(2)] == [b"STATUS=loading 40%", b"STOPPING=1"]
 
 
 def test_abstract_socket() -> None:

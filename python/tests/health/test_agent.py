@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pytest_aiohttp import AiohttpClient
 
 from hydra_fleet.health.agent import Agent
 from hydra_fleet.health.app import make_app
+from hydra_fleet.health.checks import CheckResult
+from hydra_fleet.health.clock import FakeClock
 from hydra_fleet.health.config import HealthConfig, load_config
 from tests.health.receivers import Receiver
 from tests.health.servers import http_server, status_app
@@ -281,3 +285,105 @@ async def test_flapping_check_is_reported_and_no_longer_remediated(
             )
     assert before <= 6  # only the failures before the window filled up
     assert after == before
+
+
+def _result(ok: bool, detail: str = "x", *, inconclusive: bool = False) -> CheckResult:
+    return CheckResult(ok, detail, 0.01, inconclusive=inconclusive)
+
+
+def _gauge(agent: Agent, name: str, **labels: str) -> float | None:
+    return agent.metrics.registry.get_sample_value(name, labels)
+
+
+def _budget(agent: Agent) -> float | None:
+    return _gauge(agent, "hydra_health_remediation_budget_remaining", service="llm.service")
+
+
+async def test_budget_gauge_is_current_after_recovery(
+    tmp_path: Path, fake_systemctl: tuple[Path, Path, Path]
+) -> None:
+    """Spent budget shows 0; an hour later, with the check passing, it shows 3 again (it
+    used to stay 0, firing "a human is needed" until the next failure)."""
+    systemctl, units, _ = fake_systemctl
+    (units / "llm.service.after-restart").write_text("failed\n")
+    clock = FakeClock()
+    cfg = config(
+        tmp_path,
+        {
+            "systemctl": str(systemctl),
+            "checks": {"llm": unit_check("llm.service", failureThreshold=1)},
+            "budget": {"maxPerHour": 3, "backoffBase": 0, "backoffMax": 0},
+        },
+    )
+    agent = Agent(cfg, clock=clock)
+    await agent.start(spread=False)
+    try:
+        for _ in range(3):
+            await agent.on_result("llm", _result(False))
+        assert _budget(agent) == 0
+        await agent.on_result("llm", _result(True))
+        clock.advance(3601)
+        await agent.on_result("llm", _result(True))
+        assert _budget(agent) == 3
+    finally:
+        await agent.stop()
+
+
+async def test_out_of_descriptors_degrades_the_agent_not_the_service(
+    tmp_path: Path, fake_systemctl: tuple[Path, Path, Path], aiohttp_client: AiohttpClient
+) -> None:
+    """An inconclusive result changes no state, charges no budget, restarts nothing, and
+    /healthz says the agent itself is degraded until it can run the check again."""
+    systemctl, _, log = fake_systemctl
+    clock = FakeClock()
+    cfg = config(
+        tmp_path,
+        {
+            "systemctl": str(systemctl),
+            "checks": {"llm": unit_check("llm.service", failureThreshold=1)},
+        },
+    )
+    agent = Agent(cfg, clock=clock)
+    await agent.start(spread=False)
+    client = await aiohttp_client(make_app(agent))
+    try:
+        await agent.on_result("llm", _result(True))
+        assert agent.states["llm"].effective == "up"
+        for _ in range(5):
+            await agent.on_result(
+                "llm", _result(False, "agent: Too many open files", inconclusive=True)
+            )
+        assert agent.states["llm"].effective == "up"
+        assert not log.exists() or "restart" not in log.read_text()
+        response = await client.get("/healthz")
+        assert response.status == 503
+        assert "degraded" in await response.text()
+        assert _gauge(agent, "hydra_health_agent_degraded") == 1
+        assert _budget(agent) == 3
+        await agent.on_result("llm", _result(True))
+        assert (await client.get("/healthz")).status == 200
+        assert _gauge(agent, "hydra_health_agent_degraded") == 0
+    finally:
+        await agent.stop()
+
+
+async def test_a_failing_check_logs_its_change_then_reminders_at_a_bounded_rate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    cfg = config(tmp_path, {"checks": {"db": {"type": "tcp", "host": "127.0.0.1", "port": 9}}})
+    agent = Agent(cfg, clock=clock)
+    await agent.start(spread=False)
+    caplog.set_level(logging.INFO)
+    try:
+        for _ in range(60):  # 60 failing runs, 15 s apart: 15 minutes
+            await agent.on_result("db", _result(False, "refused"))
+            clock.advance(15)
+    finally:
+        await agent.stop()
+    events = [r.getMessage() for r in caplog.records if r.name == "hydra.health"]
+    assert events.count("check failed") == 1
+    assert events.count("check state") == 1  # pending -> down
+    assert 2 <= events.count("check still failing") <= 3  # every 5 minutes, not every run
+    down = [r for r in caplog.records if r.getMessage() == "check state"]
+    assert down[0].levelno == logging.WARNING

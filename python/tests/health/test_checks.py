@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -197,3 +200,71 @@ async def test_gpu_check_scrapes_a_real_exporter_endpoint(ctx: CheckContext) -> 
     assert not lost.ok
     assert "nvidia 1/2" in lost.detail
     assert back.ok
+
+
+async def test_a_check_that_raises_is_a_failed_check_with_the_exception(
+    ctx: CheckContext,
+) -> None:
+    """`nas..lan` makes the resolver raise UnicodeError: a failed check saying so, not a
+    check task that dies and stays "pending" forever."""
+    check = CheckConfig(type="tcp", host="nas..lan", port=80, timeout=1.0, connect_timeout=0.5)
+    result = await run_check(check, ctx)
+    assert not result.ok
+    assert not result.inconclusive
+    assert re.match(r"Unicode\w*Error: ", result.detail), result.detail
+
+
+EMFILE_PROBE = """
+import asyncio, json, resource, socket, sys
+from hydra_fleet.health.checks import CheckContext, run_check
+from hydra_fleet.health.config import CheckConfig
+
+async def main():
+    ctx = CheckContext.create()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    hold = []
+    try:
+        while True:
+            hold.append(socket.socket())
+    except OSError:
+        pass
+    checks = {
+        "tcp": CheckConfig(type="tcp", host="127.0.0.1", port=int(sys.argv[1]), timeout=1.0,
+                           connect_timeout=0.5),
+        "http": CheckConfig(type="http", url=f"http://127.0.0.1:{sys.argv[1]}/", timeout=1.0,
+                            connect_timeout=0.5),
+        "command": CheckConfig(type="command", command=["true"], timeout=1.0,
+                               connect_timeout=0.5),
+    }
+    out = {}
+    for name, check in checks.items():
+        r = await run_check(check, ctx)
+        out[name] = [r.ok, r.inconclusive, r.detail]
+    for s in hold:
+        s.close()
+    await ctx.close()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+async def test_out_of_descriptors_is_inconclusive_not_a_failed_service() -> None:
+    """Under a real descriptor limit, exhausted: every kind of check reports that the agent
+    could not run it, which the agent must not count against the service."""
+    async with http_server(status_app()) as port:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            EMFILE_PROBE,
+            str(port),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    results = json.loads(out)
+    for name, (ok, inconclusive, detail) in results.items():
+        assert not ok, name
+        assert inconclusive, (name, detail)
+        assert "Too many open files" in detail, (name, detail)

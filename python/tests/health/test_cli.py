@@ -159,3 +159,26 @@ def test_unusable_state_dir_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     err = capsys.readouterr().err.strip()
     assert err.startswith("hydra-health: cannot open the state database")
     assert "\n" not in err
+
+
+def test_static_check_validates_and_runs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check --static` (the build-time check): a command that would fail the live run is
+    never run; a config error is still 78 with one line."""
+    marker = tmp_path / "ran"
+    cfg = write(tmp_path, {"c": {"type": "command", "command": ["touch", str(marker)]}})
+    assert main(["check", "--static", "--config", str(cfg)]) == 0
+    assert not marker.exists()
+    assert "ok, 1 checks" in capsys.readouterr().out
+    # at build time the secrets do not exist yet: --static does not read them
+    ntfy = {"url": "http://127.0.0.1:9", "topic": "t", "tokenFile": "/run/secrets/ntfy"}
+    with_secret = write(tmp_path, {}, alerts={"sinks": {"ntfy": ntfy}})
+    assert main(["check", "--static", "--config", str(with_secret)]) == 0
+    capsys.readouterr()
+    bad = write(tmp_path, {"c": {"type": "tcp", "host": "nas..lan", "port": 80}})
+    assert main(["check", "--static", "--config", str(bad)]) == 78
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "checks.c.host" in err[0]
+    assert "(an empty label)" in err[0]

@@ -70,7 +70,7 @@ def test_dependency_down_blocks_the_dependant_but_not_a_passing_one() -> None:
     states = {"gpu": gpu, "llm": llm, "gw": gw}
     for s in states.values():
         s.record(False, "x", 0.0, 100.0)
-    changed = resolve(states, 100.0)
+    changed = resolve(states)
     assert changed == {
         "gpu": ("pending", "down"),
         "llm": ("pending", "blocked"),
@@ -78,7 +78,7 @@ def test_dependency_down_blocks_the_dependant_but_not_a_passing_one() -> None:
     }
     for _ in range(2):
         gpu.record(True, "ok", 0.0, 101.0)
-    resolve(states, 101.0)
+    resolve(states)
     assert (gpu.effective, llm.effective, gw.effective) == ("up", "down", "blocked")
 
 
@@ -93,8 +93,8 @@ def test_a_dependency_still_pending_blocks_a_failing_dependant() -> None:
     llm.record(False, "x", 0.0, 100.0)  # llm at its threshold
     assert gpu.own == "pending"
     assert llm.own == "down"
-    assert resolve(states, 100.0) == {"llm": ("pending", "blocked")}
+    assert resolve(states) == {"llm": ("pending", "blocked")}
     for _ in range(2):  # a passing dependant is its own state
         llm.record(True, "ok", 0.0, 101.0)
-    resolve(states, 101.0)
+    resolve(states)
     assert llm.effective == "up"

@@ -7,8 +7,12 @@ from collections.abc import Sequence
 
 import click
 
-from hydra_fleet.core.errors import EX_CONFIG, EX_USAGE, HydraError
+from hydra_fleet.core.errors import EX_CONFIG, EX_USAGE, HydraError, shorten
 from hydra_fleet.core.log import setup_logging
+
+
+def _one_line(text: str) -> str:
+    return " ".join(shorten(text, 400).split())
 
 
 def run_command(command: click.Command, prog: str, argv: Sequence[str] | None = None) -> int:
@@ -22,7 +26,8 @@ def run_command(command: click.Command, prog: str, argv: Sequence[str] | None = 
     try:
         result = command.main(args=args, prog_name=prog, standalone_mode=False)
     except click.BadParameter as err:
-        err.show()
+        # one line, as a config error is: the option and the problem, no usage text
+        click.echo(f"{prog}: {_one_line(err.format_message())}", err=True)
         return EX_CONFIG
     except click.UsageError as err:
         err.show()

@@ -9,6 +9,11 @@ Supported field types: str, int, float, bool, Path, `Secret`, Literal, Enum, nes
 dataclasses, `list[T]`, `dict[str, T]`, `T | None`, `typing.Any` (kept as parsed), and
 `Annotated[T, check, ...]` where each check is a callable returning a problem or None.
 A dataclass may raise `FieldProblem` from `__post_init__` to reject a combination of fields.
+
+Whatever the schema, hostile input is refused the same way (one `ConfigError`, exit 78):
+a config file that is not a regular file or is larger than 4 MiB, NaN and Infinity, a
+number beyond +/-2^53 (floats beyond 1e15), a NUL byte in any string or key, and nesting
+deeper than 32 levels.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import ipaddress
 import json
+import math
 import re
 import types
 import typing
@@ -25,6 +32,8 @@ from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
 from hydra_fleet.core.errors import ConfigError
+from hydra_fleet.core.files import FileProblem, read_small_file
+from hydra_fleet.core.secrets import read_secret
 
 T = TypeVar("T")
 
@@ -83,17 +92,77 @@ def non_empty(value: Any) -> str | None:
     return None if len(value) else "expected a non-empty value"
 
 
-def matches(pattern: str, expectation: str) -> Check:
-    compiled = re.compile(pattern)
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
-    def check(value: Any) -> str | None:
-        return None if compiled.fullmatch(value) else f"expected {expectation}, got {value!r}"
 
-    return check
+def host_problem(value: str) -> str | None:  # noqa: PLR0911 - one return per reason
+    """Why `value` is neither an IP address nor a valid host name (IDNA), or None."""
+    if not value:
+        return "expected a host name or IP address, got an empty string"
+    text = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    else:
+        return None
+    shown = _kind(value)
+    if ":" in text or text.startswith("["):
+        return f"expected a host name or IP address, got {shown} (not a valid IPv6 address)"
+    name = text.removesuffix(".")
+    for label in name.split("."):
+        if not label or len(label) > 63:
+            why = "an empty label" if not label else "a label longer than 63 characters"
+            return f"expected a host name or IP address, got {shown} ({why})"
+    try:
+        ascii_name = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return f"expected a host name or IP address, got {shown} (not a valid IDNA name)"
+    labels = ascii_name.split(".")
+    if len(ascii_name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return f"expected a host name or IP address, got {shown}"
+    if labels[-1].isdigit():
+        return f"expected a host name or IP address, got {shown} (not a valid IPv4 address)"
+    return None
+
+
+def url_problem(value: str, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+    """Why `value` is not a `scheme://host[:port]/...` URL with a valid host, or None."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    shown = _kind(value)
+    expected = "URL (" + " or ".join(f"{scheme}://" for scheme in schemes) + ")"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as err:
+        return f"expected a {expected}, got {shown} ({err})"
+    del port
+    if parts.scheme not in schemes or not parts.hostname:
+        return f"expected a {expected} with a host, got {shown}"
+    problem = host_problem(parts.hostname)
+    return None if problem is None else f"{problem} in the URL {shown}"
+
+
+def http_url(value: Any) -> str | None:
+    """Annotated check: an http:// or https:// URL whose host is valid."""
+    return url_problem(value)
+
+
+def hostname(value: Any) -> str | None:
+    """Annotated check: an IP address or a host name that resolves can be asked for."""
+    return host_problem(value)
 
 
 Port = typing.Annotated[int, in_range(1, 65535)]
-PositiveFloat = typing.Annotated[float, in_range(0.001)]
+Host = typing.Annotated[str, hostname]
+HttpUrl = typing.Annotated[str, http_url]
+
+# Bounds that hold for every field, whatever the schema says.
+MAX_CONFIG_BYTES = 4 << 20
+MAX_DEPTH = 32
+MAX_INT = 2**53
+MAX_FLOAT = 1e15
 
 
 # Loading ---------------------------------------------------------------------------------
@@ -103,35 +172,108 @@ def load(
     schema: type[T],
     file: Path | None,
     overrides: Mapping[str, object] | None = None,
+    *,
+    read_secrets: bool = True,
 ) -> T:
     """Read `file` (or start from `{}` when None), apply `overrides`, convert to `schema`.
 
     `overrides` maps dotted camelCase key paths (`"listenAddress"`, `"gate.timeout"`) to
-    values from the command line; None values are skipped (flag not given).
+    values from the command line; None values are skipped (flag not given). Without
+    `read_secrets` (a build-time check, where no secret exists yet) a `Secret` keeps its
+    path and an empty value.
     """
     source = str(file) if file is not None else "(no config file)"
     data = read_json(file) if file is not None else {}
     given = {path: value for path, value in (overrides or {}).items() if value is not None}
     for dotted, value in given.items():
         _set_path(data, dotted.split("."), value)
-    result: T = _Converter(source, set(given)).convert(schema, data, "")
+    result: T = _Converter(source, set(given), read_secrets=read_secrets).convert(schema, data, "")
     return result
 
 
-def read_json(file: Path) -> dict[str, Any]:
+class _JsonRefusedError(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _JsonRefusedError(f"{name} is not a number a config may hold")
+
+
+def _bounded_int(text: str) -> int:
+    digits = text.lstrip("-")
+    if len(digits) > 16 or int(text) > MAX_INT or int(text) < -MAX_INT:
+        shown = text if len(text) <= 20 else f"{text[:12]}... ({len(digits)} digits)"
+        raise _JsonRefusedError(f"the integer {shown} is beyond +/-2^53")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or abs(value) > MAX_FLOAT:
+        shown = text if len(text) <= 24 else text[:20] + "..."
+        raise _JsonRefusedError(f"the number {shown} is beyond +/-1e15")
+    return value
+
+
+def parse_json_text(text: str, source: str) -> Any:
+    """`json.loads` that refuses NaN, Infinity, unbounded numbers and deep nesting."""
+    depth = _max_depth(text)
+    if depth > MAX_DEPTH:
+        raise ConfigError(
+            source, "", f"nested {depth} levels deep; a config has at most {MAX_DEPTH}"
+        )
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(str(file), "", f"cannot read the file: {err.strerror}") from err
-    except UnicodeDecodeError as err:
-        raise ConfigError(str(file), "", "expected UTF-8 text") from err
-    try:
-        data = json.loads(text)
+        return json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+        )
     except json.JSONDecodeError as err:
         where = f"line {err.lineno} column {err.colno}"
-        raise ConfigError(str(file), where, f"not valid JSON: {err.msg}") from err
+        raise ConfigError(source, where, f"not valid JSON: {err.msg}") from err
+    except (_JsonRefusedError, ValueError, RecursionError) as err:
+        raise ConfigError(source, "", f"not accepted: {err}") from err
+
+
+def _max_depth(text: str) -> int:
+    """How deep `[`/`{` nest outside strings; stops counting once past the limit."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    return deepest
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def read_json(file: Path) -> dict[str, Any]:
+    source = str(file)
+    try:
+        raw = read_small_file(file, MAX_CONFIG_BYTES)
+    except FileProblem as err:
+        raise ConfigError(source, "", f"cannot read the file: {err.reason}") from err
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(source, "", "expected UTF-8 text") from err
+    data = parse_json_text(text, source)
     if not isinstance(data, dict):
-        raise ConfigError(str(file), "", f"expected a JSON object, got {_kind(data)}")
+        raise ConfigError(source, "", f"expected a JSON object, got {_kind(data)}")
     return data
 
 
@@ -154,6 +296,9 @@ def _kind(value: object) -> str:
         return "an object"
     if isinstance(value, list):
         return "a list"
+    if isinstance(value, str) and len(value) > 60:
+        value = value[:60]  # never serialise a 50 MB value only to cut it
+        return json.dumps(value)[:-1] + '..."'
     shown = json.dumps(value)
     return shown if len(shown) <= 60 else shown[:57] + "..."
 
@@ -194,7 +339,8 @@ def _plural(text: str) -> str:
 
 
 class _Converter:
-    def __init__(self, source: str, overridden: set[str]) -> None:
+    def __init__(self, source: str, overridden: set[str], *, read_secrets: bool = True) -> None:
+        self.read_secrets = read_secrets
         self.source = source
         self.overridden = overridden
 
@@ -215,6 +361,7 @@ class _Converter:
                     raise self.fail(path, problem)
             return result
         if tp is Any:
+            self._no_nul(value, path)
             return value
         if origin in (types.UnionType, typing.Union):
             return self._union(tp, value, path)
@@ -231,6 +378,9 @@ class _Converter:
             if not isinstance(value, dict):
                 raise self._expected(tp, value, path)
             _, item = get_args(tp)
+            for k in value:
+                if "\0" in k:
+                    raise self.fail(_join(path, k), "a key may not contain a NUL byte")
             return {k: self.convert(item, v, _join(path, k)) for k, v in value.items()}
         if dataclasses.is_dataclass(tp) and isinstance(tp, type) and tp is not Secret:
             return self._dataclass(tp, value, path)
@@ -241,32 +391,48 @@ class _Converter:
                 raise self._expected(tp, value, path) from None
         return self._scalar(tp, value, path)
 
+    def _no_nul(self, value: Any, path: str) -> None:
+        """A value kept as parsed (`Any`) still may not hide a NUL byte in a string or key."""
+        stack = [(value, path)]
+        while stack:
+            item, where = stack.pop()
+            if isinstance(item, str) and "\0" in item:
+                raise self.fail(where, "a string may not contain a NUL byte")
+            if isinstance(item, list):
+                stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+            elif isinstance(item, dict):
+                for k, v in item.items():
+                    if "\0" in k:
+                        raise self.fail(_join(where, k), "a key may not contain a NUL byte")
+                    stack.append((v, _join(where, k)))
+
     def _scalar(self, tp: Any, value: Any, path: str) -> Any:
+        if isinstance(value, str) and "\0" in value:
+            raise self.fail(path, "a string may not contain a NUL byte")
         if tp is bool and isinstance(value, bool):
             return value
         if tp is int and isinstance(value, int) and not isinstance(value, bool):
+            if not -MAX_INT <= value <= MAX_INT:
+                raise self.fail(path, f"expected an integer within +/-2^53, got {_kind(value)}")
             return value
         if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+            if not (math.isfinite(value) and abs(value) <= MAX_FLOAT):
+                raise self.fail(path, f"expected a finite number within +/-1e15, got {value!r}")
             return float(value)
         if tp is str and isinstance(value, str):
             return value
         if tp is Path and isinstance(value, str) and value:
             return Path(value)
         if tp is Secret and isinstance(value, str) and value:
-            return self._secret(Path(value), path)
+            return self._secret(Path(value), path) if self.read_secrets else Secret(Path(value), "")
         raise self._expected(tp, value, path)
 
     def _secret(self, file: Path, path: str) -> Secret:
-        try:
-            text = file.read_text(encoding="utf-8")
-        except OSError as err:
-            raise self.fail(path, f"cannot read secret file {file}: {err.strerror}") from err
-        except UnicodeDecodeError as err:
-            raise self.fail(path, f"secret file {file} is not UTF-8 text") from err
-        value = text.strip()
-        if not value:
-            raise self.fail(path, f"secret file {file} is empty")
-        return Secret(file, value)
+        source = self.source
+        for key in self.overridden:
+            if path == key:
+                source = "command line"
+        return Secret(file, read_secret(file, source, path))
 
     def _union(self, tp: Any, value: Any, path: str) -> Any:
         args = get_args(tp)
@@ -314,16 +480,33 @@ def _join(path: str, key: str) -> str:
 
 
 def _unknown(key: str, known: Mapping[str, object]) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1)
+    close = difflib.get_close_matches(key[:100], list(known), n=1)
     hint = f' (did you mean "{close[0]}"?)' if close else ""
     return f"unknown key{hint}; known keys: {', '.join(sorted(known))}"
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
-    """Parse `HOST:PORT`, `[IPV6]:PORT` or `:PORT` (all addresses); raise ValueError."""
+    """Parse `HOST:PORT`, `[IPV6]:PORT` or `:PORT` (all addresses); raise ValueError.
+
+    The port is 1 to 65535 in ASCII digits (Python's `isdigit` would take `٣٤٥٦`), and the
+    host an IP address or a valid (IDNA) host name, so a typo is an error here, not later.
+    """
+    shown = _kind(text)
     host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"expected HOST:PORT with a port from 1 to 65535, got {text!r}")
+    if (
+        not sep
+        or not (port_text.isascii() and port_text.isdigit())
+        or len(port_text) > 5
+        or not 0 < int(port_text) < 65536
+    ):
+        raise ValueError(f"expected HOST:PORT with a port from 1 to 65535, got {shown}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    return host or "0.0.0.0", int(port_text)  # noqa: S104 - ":PORT" asks for every address
+        if ":" not in host:
+            raise ValueError(f"expected an IPv6 address inside [...], got {shown}")
+    if not host:
+        return "0.0.0.0", int(port_text)  # noqa: S104 - ":PORT" asks for every address
+    problem = host_problem(host)
+    if problem:
+        raise ValueError(f"{problem} in --listen")
+    return host, int(port_text)

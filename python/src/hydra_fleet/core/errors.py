@@ -15,17 +15,40 @@ class HydraError(Exception):
     exit_code = EX_FAILURE
 
 
+def shorten(text: str, limit: int = 200) -> str:
+    """`text` cut to about `limit` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 class ConfigError(HydraError):
-    """Configuration that is missing, unreadable or invalid."""
+    """Configuration that is missing, unreadable or invalid.
+
+    The message is one line, whatever the value: the field and the problem (which may
+    echo the value) are cut short and line breaks escaped.
+    """
 
     exit_code = EX_CONFIG
 
     def __init__(self, source: str, field: str, problem: str) -> None:
-        self.source = source
-        self.field = field
-        self.problem = problem
-        where = f"{source}: {field}" if field else source
+        self.source = _one_line(shorten(source, 300))
+        self.field = _one_line(shorten(field, 200))
+        self.problem = _one_line(shorten(problem, 400))
+        field, problem = self.field, self.problem
+        where = f"{self.source}: {field}" if field else self.source
         super().__init__(f"{where}: {problem}")
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n").replace("\0", "\\0")
+
+
+class ListenAddressError(HydraError):
+    """The listen address can never be bound (no such address here, not resolvable, not
+    permitted): restarting will not help, the configuration must change."""
+
+    exit_code = EX_CONFIG
 
 
 class TemporaryError(HydraError):

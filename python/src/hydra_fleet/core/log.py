@@ -1,4 +1,9 @@
-"""One line per event, as logfmt (key=value) or JSON, on stderr where journald collects it."""
+"""One line per event, as logfmt (key=value) or JSON, on stderr where journald collects it.
+
+Under journald (`$JOURNAL_STREAM` set) each line starts with its syslog priority (`<3>` for
+an error, `<4>` a warning, `<6>` info, `<7>` debug), which journald strips and stores, so
+`journalctl -p warning` shows exactly the warnings and worse.
+"""
 
 from __future__ import annotations
 
@@ -21,15 +26,35 @@ def _logfmt_value(value: object) -> str:
     return f'"{escaped}"'
 
 
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority of a logging level: 2 critical, 3 error, 4 warning, 6 info, 7 debug."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
 class EventFormatter(logging.Formatter):
     """Formats a record as `level=… logger=… event=… key=value…` or as one JSON object."""
 
-    def __init__(self, fmt: LogFormat = "logfmt", *, timestamps: bool = True) -> None:
+    def __init__(
+        self, fmt: LogFormat = "logfmt", *, timestamps: bool = True, priorities: bool = False
+    ) -> None:
         super().__init__()
         self.fmt = fmt
         self.timestamps = timestamps
+        self.priorities = priorities
 
     def format(self, record: logging.LogRecord) -> str:
+        line = self._format(record)
+        return f"<{syslog_priority(record.levelno)}>{line}" if self.priorities else line
+
+    def _format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = {}
         if self.timestamps:
             fields["ts"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + (
@@ -57,6 +82,9 @@ class EventLogger:
             clean = {k: v for k, v in fields.items() if k not in _RESERVED}
             self._logger.log(level, event, extra=clean, exc_info=exc, stacklevel=3)
 
+    def log(self, level: int, event: str, **fields: object) -> None:
+        self._log(level, event, fields, exc=False)
+
     def debug(self, event: str, **fields: object) -> None:
         self._log(logging.DEBUG, event, fields, exc=False)
 
@@ -81,15 +109,16 @@ def get_logger(name: str) -> EventLogger:
 def setup_logging(level: str = "info", fmt: LogFormat | None = None) -> None:
     """Send every logger to stderr, one line per event.
 
-    The format defaults to `$HYDRA_LOG_FORMAT` or logfmt. Timestamps are left out under
-    journald (`$JOURNAL_STREAM` set), which stamps every line itself.
+    The format defaults to `$HYDRA_LOG_FORMAT` or logfmt. Under journald (`$JOURNAL_STREAM`
+    set) timestamps are left out, since journald stamps every line itself, and each line
+    carries its syslog priority prefix.
     """
     chosen = fmt or os.environ.get("HYDRA_LOG_FORMAT", "logfmt")
+    journald = "JOURNAL_STREAM" in os.environ
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         EventFormatter(
-            "json" if chosen == "json" else "logfmt",
-            timestamps="JOURNAL_STREAM" not in os.environ,
+            "json" if chosen == "json" else "logfmt", timestamps=not journald, priorities=journald
         )
     )
     root = logging.getLogger()

@@ -44,9 +44,5 @@ class Notifier:
     def status(self, text: str) -> bool:
         return self.send(f"STATUS={text}")
 
-    def extend_timeout(self, seconds: float) -> bool:
-        """Ask systemd for `seconds` more before the start (or stop) times out."""
-        return self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
-
     def stopping(self) -> bool:
         return self.send("STOPPING=1")

@@ -1,7 +1,14 @@
-"""The daemon's core: check results -> state -> alerts and remediation."""
+"""The daemon's core: check results -> state -> alerts and remediation.
+
+A result the agent could not produce (it ran out of descriptors) is not a verdict on the
+service: it changes no state, charges no budget, and makes the agent report itself degraded
+(/healthz 503, `hydra_health_agent_degraded`). A failing check logs its first failure and
+its state change, then a reminder at most every `REMINDER_INTERVAL` seconds.
+"""
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 
@@ -11,16 +18,17 @@ from hydra_fleet.core.log import get_logger
 from hydra_fleet.health.alerts.outbox import Outbox, make_sinks
 from hydra_fleet.health.checks import CheckContext, CheckResult
 from hydra_fleet.health.clock import Clock, SystemClock
-from hydra_fleet.health.config import HealthConfig
+from hydra_fleet.health.config import CheckConfig, HealthConfig
 from hydra_fleet.health.metrics import Metrics
 from hydra_fleet.health.remediation import Remediator, service_of
 from hydra_fleet.health.scheduler import Scheduler
 from hydra_fleet.health.state import CheckState, resolve
-from hydra_fleet.health.store import AsyncStore, Store
+from hydra_fleet.health.store import AsyncStore, Store, is_write_failure
 
 log = get_logger("hydra.health")
 
 DB_NAME = "health.sqlite3"
+REMINDER_INTERVAL = 300.0
 
 
 class Agent:
@@ -43,6 +51,8 @@ class Agent:
         self._alert_session: aiohttp.ClientSession | None = None
         self.started_at = now
         self.last_result_at: float | None = None
+        self.degraded: dict[str, str] = {}  # check -> why the agent could not run it
+        self._reminded: dict[str, float] = {}  # check -> when its failure was last logged
 
     async def start(self, *, spread: bool = True) -> None:
         self.store = AsyncStore(self.config.state_dir / DB_NAME)
@@ -57,6 +67,7 @@ class Agent:
             on_delivery=lambda sink, ok: self.metrics.deliveries.labels(
                 sink=sink, result="ok" if ok else "error"
             ).inc(),
+            on_store_error=lambda error: self.metrics.store_write_errors.inc(),
         )
         self.remediator = Remediator(
             self.store,
@@ -69,12 +80,25 @@ class Agent:
             ).inc(),
         )
         for name, check in self.config.checks.items():
-            if check.remediate is not None:
-                service = service_of(name, check)
-                remaining = await self.remediator.remaining(service)
-                self.metrics.budget_remaining.labels(service=service).set(remaining)
+            await self._refresh_budget(name, check)
+        reset_labels = self._labels("HydraHealthStateReset", "", "warning")
+        del reset_labels["check"]
+        moved = self.store.sync.reset_from
+        if moved is not None:
+            log.error("state database was corrupt; moved aside, started afresh", moved_to=moved)
+            await self.outbox.fire(
+                reset_labels,
+                {
+                    "summary": f"the health agent on {self.host} found its state database "
+                    "corrupt and started a fresh one",
+                    "description": f"The old database is kept at {moved}. The remediation "
+                    "budgets and undelivered alerts it held are lost.",
+                },
+            )
+        else:
+            await self.outbox.resolve(reset_labels, {"summary": "state database healthy"})
         for alert in await self.store.call(Store.firing):
-            if alert.labels.get("check") not in self.states:
+            if "check" in alert.labels and alert.labels["check"] not in self.states:
                 # its check was removed from the configuration: nothing will ever resolve it
                 await self.outbox.resolve(alert.labels, alert.annotations)
         self.outbox.start()
@@ -119,35 +143,88 @@ class Agent:
         else:
             await self.outbox.resolve(labels, annotations)
 
+    async def _refresh_budget(self, name: str, check: CheckConfig) -> None:
+        if check.remediate is None or self.remediator is None:
+            return
+        service = service_of(name, check)
+        try:
+            remaining = await self.remediator.remaining(service)
+        except Exception as err:
+            if not is_write_failure(err):
+                raise
+            return
+        self.metrics.budget_remaining.labels(service=service).set(remaining)
+
+    def _degrade(self, name: str, result: CheckResult) -> None:
+        if name not in self.degraded:
+            log.error(
+                "agent degraded: cannot run the check; its result is ignored",
+                check=name,
+                detail=result.detail,
+            )
+        self.degraded[name] = result.detail
+        self.metrics.degraded.set(1)
+
+    def _log_failure(self, name: str, state: CheckState, result: CheckResult, now: float) -> None:
+        """The first failure, then a reminder at most every REMINDER_INTERVAL seconds."""
+        if result.ok:
+            self._reminded.pop(name, None)
+            return
+        last = self._reminded.get(name)
+        if last is None:
+            log.info("check failed", check=name, detail=result.detail, state=state.own)
+        elif now - last >= REMINDER_INTERVAL:
+            log.warning(
+                "check still failing",
+                check=name,
+                detail=result.detail,
+                state=state.effective,
+                failures=state.consecutive_failures,
+            )
+        else:
+            return
+        self._reminded[name] = now
+
     async def on_result(self, name: str, result: CheckResult) -> None:
         assert self.outbox is not None
         assert self.remediator is not None
         state = self.states[name]
         now = self.clock.monotonic()
         self.last_result_at = now
+        if result.inconclusive:
+            self._degrade(name, result)
+            return
+        if self.degraded.pop(name, None) is not None:
+            log.info("agent can run the check again", check=name)
+            self.metrics.degraded.set(1 if self.degraded else 0)
         state.record(result.ok, result.detail, result.duration, now)
         self.metrics.check_up.labels(check=name).set(1 if result.ok else 0)
         self.metrics.check_duration.labels(check=name).observe(result.duration)
         self.metrics.check_runs.labels(check=name, result="pass" if result.ok else "fail").inc()
-        if not result.ok:
-            log.info("check failed", check=name, detail=result.detail, state=state.own)
-        for changed, (before, after) in resolve(self.states, now).items():
+        self._log_failure(name, state, result, now)
+        for changed, (before, after) in resolve(self.states).items():
+            self.states[changed].last_change = now
             await self._transition(changed, before, after)
         if state.effective == "down" and not result.ok:
             outcome = await self.remediator.on_down(name, state.config, result.detail)
             if outcome in ("restarted", "ran"):
                 state.restart_grace(self.clock.monotonic())
-            if state.config.remediate is not None:
-                service = service_of(name, state.config)
-                remaining = await self.remediator.remaining(service)
-                self.metrics.budget_remaining.labels(service=service).set(remaining)
+        # every result: the gauge is current after a recovery too, not only on failures
+        await self._refresh_budget(name, state.config)
 
     async def _transition(self, name: str, before: str, after: str) -> None:
         assert self.outbox is not None
         assert self.remediator is not None
         state = self.states[name]
         self.metrics.set_state(name, after)
-        log.info("check state", check=name, before=before, after=after, detail=state.last_detail)
+        log.log(
+            logging.WARNING if after in ("down", "flapping") else logging.INFO,
+            "check state",
+            check=name,
+            before=before,
+            after=after,
+            detail=state.last_detail,
+        )
         down = self._labels("HydraCheckDown", name, "warning")
         flapping = self._labels("HydraCheckFlapping", name, "warning")
         notes = {
@@ -166,6 +243,9 @@ class Agent:
 
     async def refresh_outbox_metrics(self) -> None:
         assert self.store is not None
+        if self.outbox is not None:
+            self.metrics.store_writable.set(0 if self.outbox.store_error else 1)
+            self.metrics.outbox_held.set(len(self.outbox.unsaved))
         stats = await self.store.call(Store.outbox_stats, self.clock.wall())
         for sink in self.outbox.sink_names if self.outbox else []:
             pending, age = stats.get(sink, (0, 0.0))
@@ -173,15 +253,25 @@ class Agent:
             self.metrics.outbox_oldest.labels(sink=sink).set(age)
 
     def alive(self) -> tuple[bool, str]:
-        """Whether the checks are still being run: some result within two of the longest
-        interval plus its deadline (a wedged scheduler makes /healthz fail)."""
+        """Whether the agent keeps its promises: the state store accepts writes, it can run
+        its checks, and they are still being run (some result within two of the longest
+        interval plus its deadline: a wedged scheduler makes /healthz fail)."""
+        if self.outbox is not None and self.outbox.store_error is not None:
+            held = len(self.outbox.unsaved)
+            return False, (
+                f"store not writable: {self.outbox.store_error}; {held} alerts held in memory"
+            )
+        if self.degraded:
+            names = ", ".join(sorted(self.degraded))
+            detail = next(iter(self.degraded.values()))
+            return False, f"degraded: cannot run checks {names} ({detail})"
         if not self.config.checks:
             return True, "no checks configured"
         slowest = max(c.interval + c.timeout for c in self.config.checks.values())
         now = self.clock.monotonic()
         since = now - (self.last_result_at if self.last_result_at is not None else self.started_at)
         if since > 2 * slowest:
-            return False, f"no check result for {since:.0f} s"
+            return False, f"stalled: no check result for {since:.0f} s"
         return True, "checks running"
 
     def status(self) -> dict[str, Any]:

@@ -49,6 +49,11 @@ class FakeClock:
         self._sleepers.append((self._mono + max(0.0, seconds), future))
         await future
 
+    def jump(self, seconds: float) -> None:
+        """Step the wall clock only (NTP fixing a wrong clock, `date -s`); monotonic time
+        and the sleepers are unaffected."""
+        self._offset += seconds
+
     def advance(self, seconds: float) -> None:
         self._mono += seconds
         due = [(t, f) for t, f in self._sleepers if t <= self._mono]

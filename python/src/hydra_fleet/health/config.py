@@ -8,11 +8,22 @@ from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from hydra_fleet.core.config import FieldProblem, Port, Secret, in_range, load, non_empty
+from hydra_fleet.core.config import (
+    FieldProblem,
+    Host,
+    HttpUrl,
+    Port,
+    Secret,
+    in_range,
+    load,
+    non_empty,
+    url_problem,
+)
 
 CheckType = Literal["http", "tcp", "systemd", "gpu", "command"]
-Seconds = Annotated[float, in_range(0.001)]
-NonNegative = Annotated[float, in_range(0)]
+WEEK = 7 * 24 * 3600.0
+Seconds = Annotated[float, in_range(0.001, WEEK)]
+NonNegative = Annotated[float, in_range(0, WEEK)]
 Count = Annotated[int, in_range(1, 1000)]
 
 
@@ -33,8 +44,8 @@ class Remediate:
 @dataclasses.dataclass(frozen=True)
 class CheckConfig:
     type: CheckType
-    url: str | None = None
-    host: str | None = None
+    url: HttpUrl | None = None
+    host: Host | None = None
     port: Port | None = None
     unit: str | None = None
     command: list[str] = field(default_factory=list)
@@ -54,8 +65,6 @@ class CheckConfig:
     def __post_init__(self) -> None:
         if self.type in ("http", "gpu") and not self.url:
             raise FieldProblem("url", f'missing; a "{self.type}" check needs a URL')
-        if self.url and not re.match(r"https?://", self.url):
-            raise FieldProblem("url", f"expected an http:// or https:// URL, got {self.url!r}")
         if self.type == "tcp" and (not self.host or self.port is None):
             raise FieldProblem("host", 'a "tcp" check needs "host" and "port"')
         if self.type == "systemd" and not self.unit:
@@ -105,20 +114,20 @@ class Flap:
 
 @dataclasses.dataclass(frozen=True)
 class AlertmanagerSink:
-    url: Annotated[str, non_empty]
+    url: HttpUrl
     resend_interval: Seconds = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
 class NtfySink:
-    url: Annotated[str, non_empty]
+    url: HttpUrl
     topic: Annotated[str, non_empty]
     token_file: Secret | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class WebhookSink:
-    url: Annotated[str, non_empty]
+    url: HttpUrl
     headers_file: Secret | None = None
 
     def headers(self) -> dict[str, str]:
@@ -133,12 +142,18 @@ class WebhookSink:
         return result
 
 
+def _redis_url(value: str) -> str | None:
+    if value.startswith("unix://") and len(value) > len("unix://"):
+        return None
+    return url_problem(value, ("redis", "rediss"))
+
+
 @dataclasses.dataclass(frozen=True)
 class RedisSink:
-    url: Annotated[str, non_empty]
+    url: Annotated[str, _redis_url]
     stream: Annotated[str, non_empty] = "hydra:alerts"
     password_file: Secret | None = None
-    max_len: Annotated[int, in_range(1)] = 10000
+    max_len: Annotated[int, in_range(1, 10_000_000)] = 10000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,11 +195,11 @@ class FleetMember:
 
 @dataclasses.dataclass(frozen=True)
 class HealthConfig:
-    listen_address: str = "127.0.0.1"
+    listen_address: Host = "127.0.0.1"
     port: Port = 9446
     state_dir: Path = Path("/var/lib/hydra-health")
     systemctl: str = "systemctl"
-    host_name: str | None = None
+    host_name: Host | None = None
     checks: dict[str, CheckConfig] = field(default_factory=dict)
     budget: Budget = field(default_factory=Budget)
     flap: Flap = field(default_factory=Flap)
@@ -233,5 +248,7 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
     return None
 
 
-def load_config(file: Path | None, overrides: dict[str, object] | None = None) -> HealthConfig:
-    return load(HealthConfig, file, overrides)
+def load_config(
+    file: Path | None, overrides: dict[str, object] | None = None, *, read_secrets: bool = True
+) -> HealthConfig:
+    return load(HealthConfig, file, overrides, read_secrets=read_secrets)

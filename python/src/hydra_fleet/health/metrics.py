@@ -58,6 +58,28 @@ class Metrics:
             registry=r,
         )
 
+        self.store_writable = Gauge(
+            "hydra_health_store_writable",
+            "1 while the state database accepts writes; 0 while alerts are held in memory",
+            registry=r,
+        )
+        self.store_writable.set(1)
+        self.store_write_errors = Counter(
+            "hydra_health_store_write_errors_total",
+            "Writes to the state database that failed (a full disk, an I/O error)",
+            registry=r,
+        )
+        self.outbox_held = Gauge(
+            "hydra_health_outbox_held",
+            "Alerts held in memory because the state database did not accept them yet",
+            registry=r,
+        )
+        self.degraded = Gauge(
+            "hydra_health_agent_degraded",
+            "1 while the agent cannot run its checks (out of descriptors): results are ignored",
+            registry=r,
+        )
+
     def set_state(self, check: str, state: str) -> None:
         for s in STATES:
             self.check_state.labels(check=check, state=s).set(1 if s == state else 0)

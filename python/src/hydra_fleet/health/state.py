@@ -33,6 +33,7 @@ class CheckState:
     last_detail: str = "not run yet"
     last_duration: float = 0.0
     last_run: float | None = None
+    # monotonic time of the last change of `effective` (the status page's "since")
     last_change: float | None = None
     grace_until: float = 0.0
     runs: int = 0
@@ -89,7 +90,7 @@ class CheckState:
         return ratio >= self.flap.high
 
 
-def resolve(states: dict[str, CheckState], now: float) -> dict[str, tuple[State, State]]:
+def resolve(states: dict[str, CheckState]) -> dict[str, tuple[State, State]]:
     """Set every check's `effective` state from its own and its dependencies'.
 
     Returns {name: (before, after)} for the checks whose effective state changed.
@@ -121,5 +122,4 @@ def resolve(states: dict[str, CheckState], now: float) -> dict[str, tuple[State,
         if after != state.effective:
             changed[name] = (state.effective, after)
             state.effective = after
-            state.last_change = now
     return changed

@@ -2,21 +2,32 @@
 
 WAL with `synchronous=FULL`: a committed row survives SIGKILL and power loss. Every call
 runs on one dedicated thread (`AsyncStore`), so the event loop never waits on the disk.
+
+Retry times are wall-clock times, so they are bounded against clock jumps: a caller passes
+`hold_max` (the retry maximum) and a row whose `next_try` lies further ahead than that is
+due now (the clock went back, or a send failed while it was far ahead). A database that
+SQLite finds corrupt is moved aside (`health.sqlite3.corrupt-<time>`) and a fresh one is
+started (`Store.reset_from` says so, and the agent raises an alert). A full disk at start
+is a `StateTemporaryError` (exit 75: systemd retries); a database that cannot be opened
+for any other reason is a `StateError` (78).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import errno
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hydra_fleet.core.errors import EX_CONFIG, HydraError
+from hydra_fleet.core.errors import EX_CONFIG, EX_TEMPFAIL, HydraError
 
 T = TypeVar("T")
 
@@ -57,6 +68,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
   PRIMARY KEY (alert_id, sink)
 );
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(sink, delivered_at, next_try);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -93,30 +105,46 @@ class Alert:
 class Store:
     """Synchronous access; use it from one thread (`AsyncStore` does that)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, check: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.reset_from: Path | None = None
+        self._lock = threading.Lock()
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            self._setup(check=check)
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _setup(self, *, check: bool) -> None:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.execute("PRAGMA foreign_keys=ON")
+        if check:
+            row = self.db.execute("PRAGMA quick_check").fetchone()
+            if row is None or row[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
         self.db.executescript(SCHEMA)
-        self._lock = threading.Lock()
 
     def close(self) -> None:
         self.db.close()
 
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one write transaction. On any failure (a full disk fails the write or
+        the COMMIT) everything is rolled back and the error raised: nothing half-done stays."""
         with self._lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(self.db)
+                self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.db.execute("ROLLBACK")
                 raise
-            self.db.execute("COMMIT")
             return result
 
     # remediation ------------------------------------------------------------------------
@@ -130,9 +158,14 @@ class Store:
         result: str,
         detail: str,
         next_allowed: float,
-    ) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            db.execute(
+    ) -> int:
+        """Charge one attempt to the service's budget and set its backoff; the row's id.
+
+        The agent calls this *before* it acts (result "started") and acts only once the
+        charge is committed, then fills in the result with `finish_remediation`."""
+
+        def run(db: sqlite3.Connection) -> int:
+            cur = db.execute(
                 "INSERT INTO remediation(service, ts, action, result, detail) VALUES (?,?,?,?,?)",
                 (service, ts, action, result, detail),
             )
@@ -141,8 +174,17 @@ class Store:
                 "ON CONFLICT(service) DO UPDATE SET next_allowed = excluded.next_allowed",
                 (service, next_allowed),
             )
+            return int(cur.lastrowid or 0)
 
-        self._tx(run)
+        return self._tx(run)
+
+    def finish_remediation(self, row_id: int, *, result: str, detail: str) -> None:
+        self._tx(
+            lambda db: db.execute(
+                "UPDATE remediation SET result = ?, detail = ? WHERE id = ?",
+                (result, detail, row_id),
+            )
+        )
 
     def attempts_since(self, service: str, since: float) -> list[float]:
         rows = self.db.execute(
@@ -189,8 +231,13 @@ class Store:
         ends_at: float | None,
         now: float,
         sinks: list[str],
+        hold_max: float | None = None,
     ) -> int | None:
-        """Insert the alert and one pending delivery per sink, atomically; None if a duplicate."""
+        """Insert the alert and one pending delivery per sink, atomically; None if a duplicate.
+
+        A new alert joins the back of a sink's held queue, but is never held longer than
+        `hold_max` seconds from `now`."""
+        limit = now + hold_max if hold_max is not None else float("inf")
 
         def run(db: sqlite3.Connection) -> int | None:
             cur = db.execute(
@@ -212,28 +259,37 @@ class Store:
             alert_id = cur.lastrowid
             # a new alert joins the back of a held queue, keeping the sink's order
             db.executemany(
-                "INSERT INTO deliveries(alert_id, sink, next_try) VALUES (?, ?, COALESCE("
+                "INSERT INTO deliveries(alert_id, sink, next_try) VALUES (?, ?, MIN(?, COALESCE("
                 "(SELECT MAX(next_try) FROM deliveries WHERE sink = ? AND delivered_at IS NULL),"
-                " 0))",
-                [(alert_id, sink, sink) for sink in sinks],
+                " 0)))",
+                [(alert_id, sink, limit, sink) for sink in sinks],
             )
             return alert_id
 
         return self._tx(run)
 
-    def pending(self, sink: str, now: float, limit: int = 100) -> list[tuple[Alert, int]]:
+    def pending(
+        self, sink: str, now: float, limit: int = 100, *, hold_max: float | None = None
+    ) -> list[tuple[Alert, int]]:
+        """Undelivered alerts due for `sink`, oldest first: `next_try` has come, or lies
+        more than `hold_max` ahead (a wall-clock jump) and so is due as well."""
+        beyond = now + hold_max if hold_max is not None else float("inf")
         rows = self.db.execute(
             "SELECT a.*, d.attempts FROM deliveries d JOIN alerts a ON a.id = d.alert_id "
-            "WHERE d.sink = ? AND d.delivered_at IS NULL AND d.next_try <= ? "
+            "WHERE d.sink = ? AND d.delivered_at IS NULL AND (d.next_try <= ? OR d.next_try > ?) "
             "ORDER BY a.id LIMIT ?",
-            (sink, now, limit),
+            (sink, now, beyond, limit),
         ).fetchall()
         return [(Alert.from_row(row), row["attempts"]) for row in rows]
 
-    def next_due(self, sink: str) -> float | None:
+    def next_due(self, sink: str, now: float = 0.0, hold_max: float | None = None) -> float | None:
+        """When the next undelivered row of `sink` is due (a row held beyond `hold_max`
+        counts as due at `now`); None when nothing is undelivered."""
+        beyond = now + hold_max if hold_max is not None else float("inf")
         row = self.db.execute(
-            "SELECT MIN(next_try) AS t FROM deliveries WHERE sink = ? AND delivered_at IS NULL",
-            (sink,),
+            "SELECT MIN(CASE WHEN next_try > ? THEN ? ELSE next_try END) AS t "
+            "FROM deliveries WHERE sink = ? AND delivered_at IS NULL",
+            (beyond, now, sink),
         ).fetchone()
         return None if row["t"] is None else float(row["t"])
 
@@ -248,7 +304,10 @@ class Store:
 
     def mark_failed(self, alert_id: int, sink: str, next_try: float, error: str) -> None:
         """Count the failure on this row, and hold the sink's whole queue until `next_try`
-        (so a sink that comes back receives its alerts in the order they were raised)."""
+        (so a sink that comes back receives its alerts in the order they were raised).
+
+        Every undelivered row gets this `next_try`, not the larger of it and its own: a
+        time set while the clock was far ahead does not survive the next failure."""
 
         def run(db: sqlite3.Connection) -> None:
             db.execute(
@@ -257,12 +316,21 @@ class Store:
                 (error[:500], alert_id, sink),
             )
             db.execute(
-                "UPDATE deliveries SET next_try = MAX(next_try, ?) "
-                "WHERE sink = ? AND delivered_at IS NULL",
+                "UPDATE deliveries SET next_try = ? WHERE sink = ? AND delivered_at IS NULL",
                 (next_try, sink),
             )
 
         self._tx(run)
+
+    def touch(self, now: float) -> None:
+        """A tiny write: whether the store accepts writes again."""
+        self._tx(
+            lambda db: db.execute(
+                "INSERT INTO meta(key, value) VALUES ('writable_at', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(now),),
+            )
+        )
 
     def retry_now(self) -> int:
         return self._tx(
@@ -321,15 +389,70 @@ class StateError(HydraError):
     exit_code = EX_CONFIG
 
 
-def open_store(path: Path) -> Store:
-    """`Store(path)`, with a one-line error naming the file when that is impossible."""
+class StateTemporaryError(StateError):
+    """The state database cannot be opened for now (a full disk, an I/O error): exit 75."""
+
+    exit_code = EX_TEMPFAIL
+
+
+SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 10, 11, 13, 26
+
+
+def sqlite_code(err: BaseException) -> int | None:
+    """The primary SQLite result code of an error (13 for a full disk), or None."""
+    code = getattr(err, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def is_write_failure(err: BaseException) -> bool:
+    """Whether `err` is the store failing to write (full disk, I/O, read-only), which the
+    agent rides out in memory, as opposed to a bug."""
+    return isinstance(err, sqlite3.Error | OSError)
+
+
+def _temporary(err: BaseException) -> bool:
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+    return sqlite_code(err) in (SQLITE_FULL, SQLITE_IOERR)
+
+
+def _corrupt(err: BaseException) -> bool:
+    return isinstance(err, sqlite3.DatabaseError) and (
+        sqlite_code(err) in (SQLITE_CORRUPT, SQLITE_NOTADB) or "quick_check" in str(err)
+    )
+
+
+def _move_aside(path: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.rename(target.with_name(target.name + suffix))
+    return target
+
+
+def open_store(path: Path, *, repair: bool = True) -> Store:
+    """`Store(path)`, with a one-line error naming the file when that is impossible.
+
+    With `repair` (the agent), a corrupt database is moved aside and a fresh one opened
+    (`reset_from` names the old one); without (the inspecting commands) it is an error."""
     try:
-        return Store(path)
+        try:
+            return Store(path)
+        except sqlite3.DatabaseError as err:
+            if not (repair and _corrupt(err)):
+                raise
+            moved = _move_aside(path)
+            store = Store(path)
+            store.reset_from = moved
+            return store
     except (OSError, sqlite3.Error) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise StateError(
-            f"cannot open the state database {path}: {reason} (check stateDir / --state-dir)"
-        ) from err
+        message = f"cannot open the state database {path}: {reason} (check stateDir / --state-dir)"
+        if _temporary(err):
+            raise StateTemporaryError(message) from err
+        raise StateError(message) from err
 
 
 class AsyncStore:

@@ -1,16 +1,26 @@
 """Check kinds. Every check runs under a hard deadline: `run_check` never takes longer than
-the check's `timeout` (plus scheduling noise), whatever the peer does."""
+the check's `timeout` (plus scheduling noise), whatever the peer does.
+
+A check that raises anything is a failed check whose detail is the exception. A check that
+failed because the agent itself ran out of descriptors (or memory) says nothing about the
+service: its result is `inconclusive`, and the agent neither counts it nor acts on it."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
+import functools
 import os
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
 from hydra_fleet.health.config import CheckConfig
+
+# the agent's own resources, not the service's health
+_AGENT_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,6 +28,23 @@ class CheckResult:
     ok: bool
     detail: str
     duration: float
+    inconclusive: bool = False  # the agent could not run the check (out of descriptors)
+
+
+def _agent_errno(err: BaseException) -> int | None:
+    """The errno when `err` (or what caused it) is the agent running out of resources."""
+    seen: BaseException | None = err
+    for _ in range(5):
+        if seen is None:
+            break
+        code = getattr(seen, "errno", None)
+        os_error = getattr(seen, "os_error", None)
+        if code is None and isinstance(os_error, OSError):
+            code = os_error.errno
+        if code in _AGENT_ERRNOS:
+            return int(code)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 @dataclasses.dataclass
@@ -29,6 +56,7 @@ class CheckContext:
 
     @classmethod
     def create(cls, systemctl: str = "systemctl") -> CheckContext:
+        _runners()
         connector = aiohttp.TCPConnector(limit=0, force_close=True)
         return cls(aiohttp.ClientSession(connector=connector), systemctl)
 
@@ -36,26 +64,45 @@ class CheckContext:
         await self.session.close()
 
 
-async def run_check(check: CheckConfig, ctx: CheckContext) -> CheckResult:
+Probe = Callable[[CheckConfig, "CheckContext"], Awaitable[tuple[bool, str]]]
+
+
+@functools.cache
+def _runners() -> dict[str, Probe]:
+    """The probe of each check type, imported once: at start (`CheckContext.create`), so a
+    process out of descriptors later still has them."""
     from hydra_fleet.health.checks import command, gpu, http, systemd, tcp  # noqa: PLC0415
 
-    runners = {
+    return {
         "http": http.probe,
         "tcp": tcp.probe,
         "systemd": systemd.probe,
         "gpu": gpu.probe,
         "command": command.probe,
     }
+
+
+async def run_check(check: CheckConfig, ctx: CheckContext) -> CheckResult:
+    runners = _runners()
     started = time.monotonic()
     try:
         async with asyncio.timeout(check.timeout):
             ok, detail = await runners[check.type](check, ctx)
-    except TimeoutError:
-        ok, detail = False, f"no answer within the {check.timeout:g} s deadline"
-    except aiohttp.ClientConnectorError as err:
+    except Exception as err:  # noqa: BLE001 - any exception is a failed (or inconclusive) check
+        return _failed(err, check, time.monotonic() - started)
+    return CheckResult(ok, detail, time.monotonic() - started)
+
+
+def _failed(err: Exception, check: CheckConfig, took: float) -> CheckResult:
+    code = _agent_errno(err)
+    if code is not None:
+        return CheckResult(False, f"agent: {os.strerror(code)}", took, inconclusive=True)
+    if isinstance(err, TimeoutError):
+        return CheckResult(False, f"no answer within the {check.timeout:g} s deadline", took)
+    if isinstance(err, aiohttp.ClientConnectorError):
         code = err.os_error.errno
         reason = os.strerror(code) if code else str(err.os_error)
-        ok, detail = False, f"cannot connect to {err.host}:{err.port}: {reason}"
-    except (aiohttp.ClientError, OSError) as err:
-        ok, detail = False, f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-    return CheckResult(ok, detail, time.monotonic() - started)
+        return CheckResult(False, f"cannot connect to {err.host}:{err.port}: {reason}", took)
+    # anything else, e.g. UnicodeError for a host `nas..lan`: the exception is the detail
+    text = str(err)[:300]
+    return CheckResult(False, f"{type(err).__name__}: {text}" if text else type(err).__name__, took)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 from typing import TYPE_CHECKING
@@ -27,6 +28,8 @@ async def run_argv(argv: list[str], deadline: float) -> tuple[int | None, str]:
             start_new_session=True,
         )
     except OSError as err:
+        if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+            raise  # the agent's trouble, not the command's: an inconclusive check
         return 127, f"cannot run {argv[0]}: {err.strerror}"
     try:
         async with asyncio.timeout(deadline):

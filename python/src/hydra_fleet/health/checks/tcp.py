@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ async def probe(check: CheckConfig, ctx: CheckContext) -> tuple[bool, str]:
     except TimeoutError:
         return False, f"no connection within {check.connect_timeout:g} s"
     except OSError as err:
+        if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+            raise  # the agent's trouble, not the service's: an inconclusive check
         reason = os.strerror(err.errno) if err.errno else str(err)
         return False, f"cannot connect to {check.host}:{check.port}: {reason}"
     writer.close()
