@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from hydra_fleet.core.config import FieldProblem
+from hydra_fleet.core.config import FieldProblem, url_problem
 from hydra_fleet.core.errors import ConfigError
 from hydra_fleet.health.checks import CheckContext, run_check
 from hydra_fleet.health.checks.command import run_argv
@@ -116,6 +116,9 @@ def plan_gate(system: Path, systemctl: str, timeout: float | None) -> GatePlan:
         probes = [Probe("units", _failed_units_probe(systemctl), MAX_INTERVAL)]
         note = "no health agent in the new system: gated on activation and every unit active"
         return GatePlan(probes, 3, timeout or 300.0, note, systemctl=systemctl)
+    if (problem := url_problem(agent["healthz"])) is not None:
+        problem = f"{system / HOST_CONFIG}: agent: healthz: {problem}"
+        return GatePlan([], 3, timeout or 300.0, "health agent", problem)
     try:
         agent_probes = [
             Probe(
