@@ -8,6 +8,9 @@
 
 let
   fleet = import ../fleet.nix;
+  monitoringHost = lib.findFirst (
+    host: lib.elem "monitoring" host.roles
+  ) (throw "fleet.nix: no host has the monitoring role") (lib.attrValues fleet.hosts);
   # (NixOS always defines root; the fallback is for evaluators that do not.)
   rootKeys =
     config.users.users.root.openssh.authorizedKeys or {
@@ -69,6 +72,9 @@ in
     # Alerts go to the Redis on hydra-storage, where the operator's n8n reads the stream. If
     # that Redis needs a password, set alerts.redis.passwordFile = "/run/secrets/...".
     alerts.redis.url = "redis://${fleet.hosts.hydra-storage.address}:6379/0";
+    # ...and to the Alertmanager of the fleet's monitoring host, which pages the operator (the
+    # monitoring host itself reaches its own on loopback: roles/monitoring.nix).
+    alerts.alertmanager.url = lib.mkDefault "http://${monitoringHost.address}:9093";
   };
 
   boot.loader.systemd-boot.enable = lib.mkDefault true;

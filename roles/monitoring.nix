@@ -15,6 +15,7 @@
 
 let
   cfg = config.hydra.roles.monitoring;
+  fleet = import ../fleet.nix;
   inherit (lib) types;
 
   # Shipped with the exporter and the health agent (monitoring/ at the repository root).
@@ -122,7 +123,7 @@ let
     };
   };
 
-  statusPage = pkgs.writeTextDir "index.html" ''
+  statusPage = pkgs.writeTextDir "links.html" ''
     <!doctype html>
     <html lang="en">
     <head><meta charset="utf-8"><title>${config.networking.hostName}: hydra status</title></head>
@@ -229,8 +230,13 @@ in
         "${name}-token:${toString receiver.tokenFile}"
     ) receiverNames;
 
-    # This host's agent reports to the Alertmanager beside it.
+    # This host's agent reports to the Alertmanager beside it (the others: hosts/common.nix),
+    # and serves the fleet page (/fleet) from every NixOS host's agent.
     services.hydra-health.alerts.alertmanager.url = "http://127.0.0.1:${toString amPort}";
+    services.hydra-health.settings.fleet = lib.mapAttrsToList (name: host: {
+      inherit name;
+      url = "http://${host.address}:${toString fleet.scrapePorts.hydra-health}";
+    }) (lib.filterAttrs (_: host: host.nixos) fleet.hosts);
 
     services.grafana = {
       enable = true;
@@ -271,7 +277,7 @@ in
       };
     };
 
-    # Status page for the LAN: links, and the health agent's /status proxied.
+    # Status page for the LAN: the fleet page at /, links at /links.html, this agent at /health.
     services.nginx = {
       enable = true;
       virtualHosts.status = {
@@ -282,6 +288,8 @@ in
           }
         ];
         root = statusPage;
+        # The fleet page (every host's agent on one page) and this host's agent's JSON.
+        locations."= /".proxyPass = "http://${agent}/fleet";
         locations."/health".proxyPass = "http://${agent}/status";
       };
     };

@@ -484,6 +484,9 @@ in
               lib.nameValuePair "inference-${name}" (lib.mkDefault (instanceCheck name inst))
             ) cfg.instances
           );
+          # The agent's status page lists the host's instances (engine, model, context, GPUs)
+          # from the same launcher configs.
+          services.hydra-health.settings.instancesFile = lib.mkIf health.enable "${jsonFormat.generate "hydra-inference-instances.json" (lib.mapAttrs launcherConfig cfg.instances)}";
       }
     ]
   );

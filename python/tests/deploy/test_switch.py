@@ -118,7 +118,8 @@ def test_unreadable_agent_address_fails_closed(fake_host: FakeHost) -> None:
         json.dump({"agent": {"unit": "hydra-health.service", "healthz": "127.0.0.1:9446"}}, out)
     code, output = switch(fake_host)
     assert code == 2, output
-    assert "host.json: agent: healthz: expected a URL (http:// or https://)" in output.splitlines()[-1]
+    summary = output.splitlines()[-1]
+    assert "host.json: agent: healthz: expected a URL (http:// or https://)" in summary
     assert fake_host.running() == fake_host.old
 
 

@@ -43,7 +43,7 @@ class FakeGpus:
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or exiting while being read
         return False
     return stat[stat.rfind(")") + 2] != "Z"
 
