@@ -100,6 +100,10 @@ rollback: ## back to the profile's generation if another runs, else the one befo
 build: ## build this host's system (HOST=name for another) into ./result without activating it
 	nix build $(FLAKE)#nixosConfigurations.$(HOST).config.system.build.toplevel
 
+.PHONY: plan
+plan: ## HOST=name: the per-GPU VRAM plan of HOST's engine instances, built here, nothing deployed
+	nix build --no-link --print-out-paths '$(FLAKE)#nixosConfigurations.$(HOST).config.environment.etc."hydra-inference/plan.txt".source' | xargs cat
+
 .PHONY: update
 update: ## move the nixpkgs pin forward (flake.lock); review, then make switch
 	nix flake update

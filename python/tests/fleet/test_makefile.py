@@ -97,3 +97,18 @@ def test_nix_targets_print_their_commands(fake_bin: Path) -> None:
         "nix flake update",
         "nix flake check .",
     ]
+
+
+def test_plan_builds_the_hosts_instance_plan_without_deploying(fake_bin: Path) -> None:
+    """`make plan HOST=l` builds the host's build-time check of its instances (the per-GPU
+    table) and prints it; it never calls hydra-deploy."""
+    done = make(fake_bin, "-n", "plan", "HOST=l")
+    assert done.returncode == 0, done.stderr
+    assert (
+        "nix build --no-link --print-out-paths '.#nixosConfigurations.l.config.environment"
+        '.etc."hydra-inference/plan.txt".source\' | xargs cat'
+    ) in done.stdout
+    assert calls(fake_bin) == []
+    refused = make(fake_bin, "plan", "HOST=laptop")
+    assert refused.returncode != 0
+    assert "HOST=laptop is not a host of this flake" in refused.stderr
