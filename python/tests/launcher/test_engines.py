@@ -4,6 +4,7 @@ the same things with the same one-line message; the model refusals; CPU only by 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -380,3 +381,40 @@ def test_out_of_memory_at_load_is_not_a_refusal() -> None:
         "failed to load model",
     ]
     assert llama.refusal(oom) is None
+
+
+@pytest.mark.parametrize("kind", ["fifo", "empty"])
+def test_key_files_are_read_by_the_core_secret_reader(kind: str, tmp_path: Path) -> None:
+    """A FIFO as a key file is refused, never waited on, and an empty one is refused; both
+    as the one-line config error every service gives (file and field named)."""
+    key = tmp_path / "key"
+    if kind == "fifo":
+        os.mkfifo(key)
+    else:
+        key.write_text("\n")
+    inst = instance(
+        engine="vllm",
+        model="/m/x",
+        contextLength=4096,
+        gpus=[RTX4090],
+        apiKeyFile=str(key),
+    )
+    with pytest.raises(ConfigError) as raised:
+        launch_spec(inst, preflight.run(inst, None).fit, {}, reveal=True)
+    assert raised.value.field == "apiKeyFile"
+    assert ("found a FIFO" if kind == "fifo" else "is empty") in str(raised.value)
+    path = tmp_path / "llm.json"
+    path.write_text(
+        json.dumps(
+            {
+                "engine": "command",
+                "command": ["true"],
+                "port": 8000,
+                "cpuOnly": True,
+                "apiKeyFile": str(key),
+            }
+        )
+    )
+    with pytest.raises(ConfigError) as raised:
+        config.check_api_key(config.load(path), path, {}, at_start=True)
+    assert raised.value.source == str(path)

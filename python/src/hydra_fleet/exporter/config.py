@@ -7,7 +7,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from hydra_fleet.core.config import FieldProblem, Port, in_range, non_empty
+from hydra_fleet.core.config import FieldProblem, Host, Port, in_range, non_empty
 
 BackendName = Literal["auto", "nvml", "amdgpu", "pyrsmi", "synthetic"]
 BACKEND_NAMES: tuple[str, ...] = get_args(BackendName)
@@ -45,7 +45,7 @@ class SyntheticConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ExporterConfig:
-    listen_address: Annotated[str, non_empty] = "127.0.0.1"
+    listen_address: Host = "127.0.0.1"
     port: Port = 9445
     backends: Annotated[list[BackendName], non_empty] = field(default_factory=lambda: ["auto"])
     # Inventory count per vendor, exported as hydra_gpu_expected_devices{vendor}.

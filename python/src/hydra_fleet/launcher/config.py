@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from hydra_fleet.core import config as core_config
-from hydra_fleet.core.config import FieldProblem, Port, in_range, non_empty
+from hydra_fleet.core import secrets
+from hydra_fleet.core.config import FieldProblem, Host, Port, in_range, non_empty
 from hydra_fleet.core.errors import ConfigError
 
 Engine = Literal["tabbyapi", "ollama", "llama-cpp", "vllm", "command"]
@@ -93,7 +94,7 @@ class Instance:
     engine: Engine
     port: Port
     name: Annotated[str, non_empty] = "default"
-    listen_address: Annotated[str, non_empty] = "127.0.0.1"
+    listen_address: Host = "127.0.0.1"
     gpus: list[Gpu] = field(default_factory=list)
     # No GPUs: the engine runs on the CPU only when the instance says so (never by accident).
     cpu_only: bool = False
@@ -184,13 +185,7 @@ def _check_secret(
         return
     path = expand_credentials(value, environ)
     assert path is not None
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as err:
-        why = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
-        raise ConfigError(str(config_path), key, f"cannot read secret file {path}: {why}") from err
-    if not secret:
-        raise ConfigError(str(config_path), key, f"secret file {path} is empty")
+    secrets.read_secret(path, str(config_path), key)
 
 
 def load(path: Path | None) -> Instance:

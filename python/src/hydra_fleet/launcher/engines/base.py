@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from hydra_fleet.core import secrets
 from hydra_fleet.core.config import FieldProblem
-from hydra_fleet.core.errors import ConfigError
 from hydra_fleet.launcher.config import Gpu, Instance
 
 if TYPE_CHECKING:
@@ -221,18 +221,12 @@ def work_dir(instance: Instance, environ: dict[str, str]) -> Path:
 
 
 def read_secret(path: Path | None, key: str, reveal: bool) -> str | None:
-    """A key (first line of the file), or a placeholder when planning."""
+    """A key file's secret (core's one reader), or a placeholder when planning."""
     if path is None:
         return None
     if not reveal:
         return f"<secret from {path}>"
-    try:
-        text = path.read_text(encoding="utf-8").strip().splitlines()
-    except OSError as err:
-        raise ConfigError("config", key, f"cannot read {path}: {err.strerror}") from err
-    if not text or not text[0].strip():
-        raise ConfigError("config", key, f"{path} is empty")
-    return text[0].strip()
+    return secrets.read_secret(path, "config", key)
 
 
 def read_key(instance: Instance, environ: dict[str, str], reveal: bool) -> str | None:
