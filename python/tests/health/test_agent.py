@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from hydra_fleet.health.agent import Agent
+from hydra_fleet.health.agent import Agent, status_url
 from hydra_fleet.health.app import make_app
 from hydra_fleet.health.checks import CheckResult
 from hydra_fleet.health.clock import FakeClock
@@ -387,3 +387,35 @@ async def test_a_failing_check_logs_its_change_then_reminders_at_a_bounded_rate(
     assert 2 <= events.count("check still failing") <= 3  # every 5 minutes, not every run
     down = [r for r in caplog.records if r.getMessage() == "check state"]
     assert down[0].levelno == logging.WARNING
+
+
+async def test_alertmanager_alerts_link_to_the_agents_status_page(
+    tmp_path: Path, fake_systemctl: tuple[Path, Path, Path]
+) -> None:
+    """generatorURL is where a receiver's "source" link goes: the agent's own status page,
+    by the host's name when the agent listens on every address."""
+    script, state, _ = fake_systemctl
+    (state / "llm.service").write_text("failed\n")
+    receiver = Receiver()
+    async with http_server(receiver.app()) as port:
+        cfg = config(
+            tmp_path,
+            {
+                "listenAddress": "0.0.0.0",
+                "port": 9446,
+                "hostName": "gpu-box",
+                "systemctl": str(script),
+                "checks": {"llm": unit_check("llm.service")},
+                "alerts": {"sinks": {"alertmanager": {"url": f"http://127.0.0.1:{port}"}}},
+            },
+        )
+        async with running(cfg):
+            await wait_for(lambda: len(receiver.alertmanager) >= 1)
+    assert receiver.alertmanager[0]["labels"]["alertname"] == "HydraCheckDown"
+    assert receiver.alertmanager[0]["generatorURL"] == "http://gpu-box:9446/"
+
+
+def test_status_url_of_a_specific_listener_is_that_address() -> None:
+    assert status_url("192.168.1.30", 9446, "l") == "http://192.168.1.30:9446/"
+    assert status_url("::", 9446, "l") == "http://l:9446/"
+    assert status_url("fd00::1", 9446, "l") == "http://[fd00::1]:9446/"

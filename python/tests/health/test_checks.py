@@ -169,23 +169,30 @@ METRICS = """# HELP hydra_gpu_up 1 when the device answers
 hydra_gpu_up{{vendor="nvidia",index="0",uuid="GPU-a"}} 1
 hydra_gpu_up{{vendor="nvidia",index="1",uuid="GPU-b"}} {second}
 hydra_gpu_up{{vendor="amd",index="0",uuid="x"}} 1
+# HELP hydra_gpu_info identity
+# TYPE hydra_gpu_info gauge
+hydra_gpu_info{{vendor="nvidia",index="1",uuid="GPU-b",name="NVIDIA GeForce RTX 4090"}} 1
 # HELP hydra_gpu_expected_devices inventory count
 # TYPE hydra_gpu_expected_devices gauge
 hydra_gpu_expected_devices{{vendor="nvidia"}} 2
-hydra_gpu_expected_devices{{vendor="amd"}} 1
+hydra_gpu_expected_devices{{vendor="amd"}} {amd}
 """
 
 
-def test_gpu_judge_counts_up_devices_per_vendor() -> None:
-    assert judge(METRICS.format(second=1)) == (True, "amd 1/1 up, nvidia 2/2 up")
-    ok, detail = judge(METRICS.format(second=0))
+def test_gpu_judge_counts_up_devices_per_vendor_and_names_the_missing_cards() -> None:
+    assert judge(METRICS.format(second=1, amd=1)) == (True, "amd 1/1 up, nvidia 2/2 up")
+    ok, detail = judge(METRICS.format(second=0, amd=1))
     assert not ok
-    assert detail == "GPUs missing: nvidia 1/2 up"
+    assert detail == "GPUs missing: nvidia 1/2 up: nvidia 1 (NVIDIA GeForce RTX 4090) down"
+    # a card that fell off the bus may not be listed at all: counted, since it has no name
+    ok, detail = judge(METRICS.format(second=1, amd=2))
+    assert not ok
+    assert detail == "GPUs missing: amd 1/2 up: 1 amd not listed"
     assert judge("hydra_gpu_up 1\n") == (False, "exporter reports no hydra_gpu_expected_devices")
 
 
 async def test_gpu_check_scrapes_a_real_exporter_endpoint(ctx: CheckContext) -> None:
-    body = {"text": METRICS.format(second=0)}
+    body = {"text": METRICS.format(second=0, amd=1)}
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(text=body["text"], content_type="text/plain")
@@ -195,7 +202,7 @@ async def test_gpu_check_scrapes_a_real_exporter_endpoint(ctx: CheckContext) -> 
     async with http_server(app) as port:
         check = CheckConfig(type="gpu", url=f"http://127.0.0.1:{port}/metrics")
         lost = await run_check(check, ctx)
-        body["text"] = METRICS.format(second=1)
+        body["text"] = METRICS.format(second=1, amd=1)
         back = await run_check(check, ctx)
     assert not lost.ok
     assert "nvidia 1/2" in lost.detail

@@ -52,6 +52,10 @@ def test_operator_70b_32k_refused_with_the_largest_context() -> None:
     largest = int((budget * 2 - 70.6e9 * 3.5 / 8) / (2 * 80 * 8 * 128 * 2) // 256 * 256)
     assert pre.fit.largest_context == largest == 24832
     assert any("the largest context that fits is 24832" in p for p in pre.fatal)
+    # ... and the knobs that make room, with their current values
+    (refusal,) = [p for p in pre.fatal if "largest context" in p]
+    assert "cacheType q8 or q4; now f16" in refusal
+    assert "headroom; now 0.2" in refusal
     assert "RTX 4090 needs 25.18 GiB of 24.00 GiB" in pre.verdict
     with pytest.raises(preflight.RefusedError) as err:
         pre.enforce()

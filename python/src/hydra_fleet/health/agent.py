@@ -36,6 +36,7 @@ class Agent:
         self.config = config
         self.clock = clock or SystemClock()
         self.host = config.host_name or socket.gethostname()
+        self.status_url = status_url(config.listen_address, config.port, self.host)
         self.metrics = Metrics()
         now = self.clock.monotonic()
         self.states = {
@@ -58,7 +59,7 @@ class Agent:
         self.store = AsyncStore(self.config.state_dir / DB_NAME)
         self.ctx = CheckContext.create(self.config.systemctl)
         self._alert_session = aiohttp.ClientSession()
-        sinks = make_sinks(self.config.alerts, self._alert_session, self.clock)
+        sinks = make_sinks(self.config.alerts, self._alert_session, self.clock, self.status_url)
         self.outbox = Outbox(
             self.store,
             self.clock,
@@ -294,3 +295,12 @@ class Agent:
             }
         healthy = all(s.effective == "up" for s in self.states.values())
         return {"host": self.host, "healthy": healthy, "checks": checks}
+
+
+def status_url(listen_address: str, port: int, host: str) -> str:
+    """The agent's status page as others reach it: a wildcard listener by the host's name."""
+    if listen_address in ("", "0.0.0.0", "::", "[::]"):  # noqa: S104 - compared, not bound
+        listen_address = host
+    if ":" in listen_address and not listen_address.startswith("["):
+        listen_address = f"[{listen_address}]"
+    return f"http://{listen_address}:{port}/"

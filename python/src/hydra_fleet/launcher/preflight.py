@@ -226,9 +226,9 @@ def run(
         )
         largest = fit.largest_context
         hint = (
-            f"the largest context that fits is {largest}"
-            if largest
-            else "no context fits: use fewer bits per weight or more GPUs"
+            (f"the largest context that fits is {largest}" if largest else "no context fits")
+            + "; "
+            + _room_knobs(instance)
         )
         fatal.append(f"contextLength: context {fit.context} does not fit ({where}); {hint}")
     elif fit.checked and not fit.fits_now:
@@ -250,3 +250,16 @@ def run(
         if problem:
             temporary.append(problem)
     return Preflight(instance, facts, fit, devices, driver, fatal, temporary, notes)
+
+
+def _room_knobs(instance: Instance) -> str:
+    """The settings that make room on the card, with their current values, in the order that
+    costs the least quality."""
+    smaller = [c for c in ("q8", "q4") if c != instance.cache_type]
+    knobs = [
+        f"a smaller KV cache (cacheType {' or '.join(smaller)}; now {instance.cache_type})",
+        f"less spare room (headroom; now {instance.headroom:g})",
+        "fewer bits per weight",
+        "more GPUs",
+    ]
+    return "or make room with " + ", ".join(knobs)

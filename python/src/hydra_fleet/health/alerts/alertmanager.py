@@ -18,7 +18,9 @@ from hydra_fleet.health.store import Alert
 EXPIRY_INTERVALS = 4
 
 
-def payload(alert: Alert, now: float, resend_interval: float) -> dict[str, Any]:
+def payload(
+    alert: Alert, now: float, resend_interval: float, generator_url: str = ""
+) -> dict[str, Any]:
     if alert.status == "firing":
         ends = now + EXPIRY_INTERVALS * resend_interval
     else:
@@ -28,7 +30,9 @@ def payload(alert: Alert, now: float, resend_interval: float) -> dict[str, Any]:
         "annotations": alert.annotations,
         "startsAt": iso(alert.starts_at),
         "endsAt": iso(ends),
-        "generatorURL": alert.annotations.get("generatorURL", ""),
+        # Alertmanager and its receivers link this: the agent's status page, where the check's
+        # state, detail and budget are.
+        "generatorURL": alert.annotations.get("generatorURL", generator_url),
     }
 
 
@@ -41,15 +45,18 @@ class Alertmanager:
         session: aiohttp.ClientSession,
         timeout: float,
         now: Any,
+        generator_url: str = "",
     ) -> None:
         self.config = config
+        self.generator_url = generator_url
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.now = now
         self.url = config.url.rstrip("/") + "/api/v2/alerts"
 
     async def post(self, alerts: list[Alert]) -> None:
-        body = [payload(a, self.now(), self.config.resend_interval) for a in alerts]
+        interval = self.config.resend_interval
+        body = [payload(a, self.now(), interval, self.generator_url) for a in alerts]
         async with self.session.post(self.url, json=body, timeout=self.timeout) as resp:
             if resp.status != 200:
                 raise SinkError(f"alertmanager answered HTTP {resp.status}")

@@ -44,11 +44,16 @@ def fingerprint(labels: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def make_sinks(config: Alerts, session: aiohttp.ClientSession, clock: Clock) -> list[Sink]:
+def make_sinks(
+    config: Alerts, session: aiohttp.ClientSession, clock: Clock, status_url: str = ""
+) -> list[Sink]:
+    """The configured sinks; `status_url` (the agent's status page) is where alerts link to."""
     sinks: list[Sink] = []
     s = config.sinks
     if s.alertmanager is not None:
-        sinks.append(Alertmanager(s.alertmanager, session, config.send_timeout, clock.wall))
+        sinks.append(
+            Alertmanager(s.alertmanager, session, config.send_timeout, clock.wall, status_url)
+        )
     if s.ntfy is not None:
         sinks.append(Ntfy(s.ntfy, session, config.send_timeout))
     if s.webhook is not None:

@@ -15,15 +15,26 @@ if TYPE_CHECKING:
 
 
 def judge(text: str) -> tuple[bool, str]:
-    """Compare `hydra_gpu_up == 1` per vendor with `hydra_gpu_expected_devices{vendor}`."""
+    """Compare `hydra_gpu_up == 1` per vendor with `hydra_gpu_expected_devices{vendor}`; a
+    failure names the cards that are down (by `hydra_gpu_info`'s name) or not listed."""
     up: Counter[str] = Counter()
+    listed: Counter[str] = Counter()
+    down: list[tuple[str, str]] = []  # (vendor, index) with up == 0
+    names: dict[tuple[str, str], str] = {}
     expected: dict[str, int] = {}
     try:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 vendor = sample.labels.get("vendor", "")
-                if sample.name == "hydra_gpu_up" and sample.value == 1:
-                    up[vendor] += 1
+                device = (vendor, sample.labels.get("index", "?"))
+                if sample.name == "hydra_gpu_up":
+                    listed[vendor] += 1
+                    if sample.value == 1:
+                        up[vendor] += 1
+                    else:
+                        down.append(device)
+                elif sample.name == "hydra_gpu_info" and sample.labels.get("name"):
+                    names[device] = sample.labels["name"]
                 elif sample.name == "hydra_gpu_expected_devices":
                     expected[vendor] = int(sample.value)
     except ValueError as err:
@@ -32,7 +43,20 @@ def judge(text: str) -> tuple[bool, str]:
         return False, "exporter reports no hydra_gpu_expected_devices"
     short = {v: f"{up[v]}/{n}" for v, n in sorted(expected.items()) if up[v] < n}
     if short:
-        return False, "GPUs missing: " + ", ".join(f"{v} {c} up" for v, c in short.items())
+        cards = [
+            f"{vendor} {index}"
+            + (f" ({names[(vendor, index)]})" if (vendor, index) in names else "")
+            + " down"
+            for vendor, index in down
+            if vendor in short
+        ]
+        cards += [
+            f"{n - listed[v]} {v} not listed"
+            for v, n in sorted(expected.items())
+            if v in short and listed[v] < n
+        ]
+        counts = ", ".join(f"{v} {c} up" for v, c in short.items())
+        return False, f"GPUs missing: {counts}: " + "; ".join(cards)
     return True, ", ".join(f"{v} {up[v]}/{n} up" for v, n in sorted(expected.items()))
 
 
