@@ -60,7 +60,7 @@ let
         command = if inst.engine == "command" then inst.command else null;
         probePath = if inst.engine == "command" then inst.probePath else null;
         executable =
-          if inst.package == null then null else engines.${inst.engine}.binary inst.package;
+          if inst.package == null then null else (engines.factsOf inst.engine).binary inst.package;
         # systemd's LoadCredential copy; a user service reads the file itself.
         apiKeyFile =
           if inst.apiKeyFile == null then
@@ -186,7 +186,8 @@ let
   instanceCheck =
     name: inst:
     let
-      path = if inst.engine == "command" then inst.probePath else engines.${inst.engine}.probePath;
+      path =
+        if inst.engine == "command" then inst.probePath else (engines.factsOf inst.engine).probePath;
     in
     {
       unit = "${unitName name}.service";
@@ -220,20 +221,27 @@ let
         service.listenerOptions {
           what = "the engine";
           port =
-            if engines.${config.engine}.port != null then
-              engines.${config.engine}.port
+            if (engines.factsOf config.engine).port != null then
+              (engines.factsOf config.engine).port
             else
               throw "services.hydra-inference.instances.${name}.port: engine ${config.engine} has no default port; set one.";
           portDefaultText = lib.literalMD "the engine's usual port (TabbyAPI 5000, Ollama 11434, llama.cpp 8080, vLLM 8000)";
         }
         // {
           engine = lib.mkOption {
-            type = lib.types.enum (lib.attrNames engines);
-            description = "The inference engine this instance runs.";
+            # Which engines exist is the launcher's to say: the build-time check refuses an
+            # unknown one, naming those it has.
+            type = lib.types.str;
+            example = "llama-cpp";
+            description = ''
+              The inference engine this instance runs, one of hydra-launch's: `tabbyapi`,
+              `ollama`, `llama-cpp`, `vllm` or `command` today. An engine this module has no
+              defaults for needs {option}`port` and {option}`package` set.
+            '';
           };
           package = lib.mkOption {
             type = lib.types.nullOr lib.types.package;
-            default = engines.${config.engine}.package;
+            default = (engines.factsOf config.engine).package;
             defaultText = lib.literalExpression "pkgs.ollama or pkgs.llama-cpp by engine; null for tabbyapi, vllm, command";
             description = ''
               The engine's package. nixpkgs has no TabbyAPI and its vLLM may not match your CUDA,

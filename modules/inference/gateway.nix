@@ -29,7 +29,7 @@ let
         model_name = name;
         litellm_params = {
           # openai/<model>: LiteLLM sends <model> on to the instance.
-          model = "openai/${engines.${inst.engine}.model name inst}";
+          model = "openai/${(engines.factsOf inst.engine).model name inst}";
           api_base = "http://${service.localEndpoint inst}/v1";
           api_key = if inst.apiKeyFile == null then "none" else "os.environ/${envName name}";
         };
