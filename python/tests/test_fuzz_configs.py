@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from tests.health.servers import free_port
 from tests.installed import command_argv
+from tests.net import free_port
 
 SEED = 12
 MUTATIONS = 420  # hostile mutations per command, plus as many noise ones

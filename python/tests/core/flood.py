@@ -23,14 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.installed import command_argv
+from tests.net import free_port
 
 NOFILE = 1024  # systemd's default soft limit, the one the issue reproduced with
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def limit_nofile() -> None:

@@ -19,14 +19,9 @@ from aiohttp import web
 
 from hydra_fleet.core.errors import BindError, ListenAddressError
 from hydra_fleet.core.server import bind_socket, bind_with_retry, serve
+from tests.net import free_port
 
 HELLO = Path(__file__).with_name("hello_server.py")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start(port: int, bind_timeout: float = 20.0) -> subprocess.Popen[bytes]:

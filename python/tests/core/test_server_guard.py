@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from hydra_fleet.core.server import ConnectionGuard, serve
-from tests.core.test_server import free_port
+from tests.net import free_port
 
 
 async def hello(_: web.Request) -> web.Response:

@@ -55,12 +55,6 @@ def fixture_litellm() -> Path:
     return binary("HYDRA_LITELLM")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # ---- a small model llama-server really loads ------------------------------------------------
 
 CHAT_TEMPLATE = (

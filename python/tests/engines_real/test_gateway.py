@@ -24,11 +24,11 @@ import yaml
 from tests.engines_real.conftest import (
     FIGURES,
     NotifySocket,
-    free_port,
     launch,
     llama_config,
     write_config,
 )
+from tests.net import free_port
 
 pytestmark = pytest.mark.real_engine
 MASTER_KEY = "sk-hydra-master-for-tests"

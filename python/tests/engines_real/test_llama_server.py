@@ -24,12 +24,12 @@ from tests.engines_real.conftest import (
     NotifySocket,
     Shape,
     children,
-    free_port,
     gone,
     launch,
     llama_config,
     write_model,
 )
+from tests.net import free_port
 
 pytestmark = pytest.mark.real_engine
 MIB = 1024**2

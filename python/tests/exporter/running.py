@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -10,13 +9,6 @@ import urllib.request
 from pathlib import Path
 
 LAUNCH = "from hydra_fleet.exporter.cli import main; raise SystemExit(main())"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start_exporter(config: Path, port: int, *args: str, log: Path) -> subprocess.Popen[bytes]:

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.exporter.running import free_port, wait_http
+from tests.exporter.running import wait_http
+from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 MONITORING = ROOT / "monitoring"

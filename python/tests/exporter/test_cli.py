@@ -12,7 +12,8 @@ import pytest
 
 from hydra_fleet.exporter.cli import main
 from tests.exporter.conftest import promtool_check, synthetic_config, value
-from tests.exporter.running import free_port, start_exporter, wait_http
+from tests.exporter.running import start_exporter, wait_http
+from tests.net import free_port
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.exporter.running import free_port, start_exporter, wait_http
+from tests.exporter.running import start_exporter, wait_http
+from tests.net import free_port
 
 DASHBOARD = Path(__file__).resolve().parents[3] / "monitoring" / "dashboards" / "gpu.json"
 GIB = 1024**3

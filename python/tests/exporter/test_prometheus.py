@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.exporter.conftest import synthetic_config
-from tests.exporter.running import free_port, start_exporter, wait_http
+from tests.exporter.running import start_exporter, wait_http
+from tests.net import free_port
 
 
 def query(port: int, promql: str) -> list[dict[str, object]]:

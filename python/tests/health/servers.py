@@ -10,12 +10,6 @@ from collections.abc import AsyncIterator, Iterator
 from aiohttp import web
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def http_server(app: web.Application, port: int = 0) -> AsyncIterator[int]:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)

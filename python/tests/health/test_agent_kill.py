@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.health.receivers import Receiver
-from tests.health.servers import free_port, http_server
+from tests.health.servers import http_server
+from tests.net import free_port
 
 CHECKS = 5
 

@@ -18,12 +18,12 @@ from hydra_fleet.health.checks.gpu import judge
 from hydra_fleet.health.config import CheckConfig
 from tests.health.conftest import write_script
 from tests.health.servers import (
-    free_port,
     http_server,
     never_accepting,
     silent_tcp_server,
     status_app,
 )
+from tests.net import free_port
 
 SLACK = 0.5  # the deadline may be overrun by scheduling noise on a busy 2-core machine
 

@@ -27,7 +27,8 @@ from hydra_fleet.health.config import (
 )
 from hydra_fleet.health.store import AsyncStore, Store
 from tests.health.receivers import Receiver, parse_time
-from tests.health.servers import free_port, http_server
+from tests.health.servers import http_server
+from tests.net import free_port
 
 
 async def wait_for(predicate: object, within: float = 10.0) -> None:

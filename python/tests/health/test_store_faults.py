@@ -18,10 +18,11 @@ from hydra_fleet.health.alerts.outbox import Outbox, make_sinks
 from hydra_fleet.health.clock import FakeClock, SystemClock
 from hydra_fleet.health.config import Alerts, Sinks, WebhookSink
 from hydra_fleet.health.store import AsyncStore, StateTemporaryError, Store, open_store
-from tests.health.servers import free_port, http_server
+from tests.health.servers import http_server
 from tests.health.test_agent import config, running, wait_for
 from tests.health.test_full_disk import fill, tmpfs
 from tests.installed import command_argv
+from tests.net import free_port
 
 YEAR = 365 * 24 * 3600.0
 LABELS = {"alertname": "HydraCheckDown", "check": "c", "host": "h", "severity": "warning"}

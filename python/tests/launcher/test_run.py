@@ -21,6 +21,7 @@ from hydra_fleet.core.sdnotify import Notifier
 from hydra_fleet.launcher import supervisor
 from tests.launcher.conftest import RTX4090, instance
 from tests.launcher.fakes import FakeGpus, device
+from tests.net import free_port
 
 STAND_IN = str(Path(__file__).with_name("stand_in.py"))
 LAUNCH = [
@@ -28,12 +29,6 @@ LAUNCH = [
     "-c",
     "from hydra_fleet.launcher.cli import main; raise SystemExit(main())",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class NotifySocket:

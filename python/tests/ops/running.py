@@ -21,15 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.installed import command_argv
+from tests.net import free_port
 
 GIB = 1024**3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def get(url: str, accept: str = "*/*") -> tuple[int, str, str]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.installed import command_argv
-from tests.ops.running import Host, free_port
+from tests.net import free_port
+from tests.ops.running import Host
 
 COMMANDS = ("hydra-health", "hydra-launch", "hydra-gpu-exporter")
 
