@@ -70,6 +70,9 @@ in
       # evenly, so the 24 GB card bounds the context.
       settings.model.tensor_parallel = true;
       apiKeyFile = "/run/secrets/tabbyapi-api-key";
+      # The checkout the launcher checks the model's quantization against before start: EXL2
+      # needs the exllamav2 backend, which this pin has and later TabbyAPI does not.
+      extraConfig.engineSource = "${tabbyapiSrc}";
       # Facts about the model, so the launcher's VRAM plan needs no model files to compute.
       modelInfo = (import ../models.nix)."llama-3.3-70b-exl2-3.5bpw";
     };
