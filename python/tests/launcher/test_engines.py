@@ -418,3 +418,25 @@ def test_key_files_are_read_by_the_core_secret_reader(kind: str, tmp_path: Path)
     with pytest.raises(ConfigError) as raised:
         config.check_api_key(config.load(path), path, {}, at_start=True)
     assert raised.value.source == str(path)
+
+
+def test_every_engine_module_is_an_engine_and_nothing_else_is() -> None:
+    """Adding an engine is adding its module to launcher/engines/: the registry is what the
+    package holds, and the config accepts exactly those names."""
+    modules = sorted(
+        p.stem.replace("_", "-")
+        for p in Path(cli.__file__).parent.joinpath("engines").glob("*.py")
+        if p.stem not in ("__init__", "base")
+    )
+    assert sorted(ENGINES) == modules
+    assert all(name == engine.name for name, engine in ENGINES.items())
+
+
+def test_an_unknown_engine_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"engine": "sglang", "port": 1, "model": "m"}))
+    with pytest.raises(ConfigError) as raised:
+        config.load(path)
+    assert raised.value.field == "engine"
+    assert '"llama-cpp"' in str(raised.value)
+    assert "'sglang'" in str(raised.value)

@@ -16,7 +16,17 @@ from hydra_fleet.core import secrets
 from hydra_fleet.core.config import FieldProblem, Host, Port, in_range, non_empty
 from hydra_fleet.core.errors import ConfigError
 
-Engine = Literal["tabbyapi", "ollama", "llama-cpp", "vllm", "command"]
+
+def known_engine(value: str) -> str | None:
+    """One of the engines of `launcher.engines` (each module there is one)."""
+    from hydra_fleet.launcher.engines import ENGINES  # noqa: PLC0415 - engines import this module
+
+    if value in ENGINES:
+        return None
+    return "expected one of " + ", ".join(f'"{name}"' for name in ENGINES) + f", got {value!r}"
+
+
+Engine = Annotated[str, known_engine]
 Vendor = Literal["nvidia", "amd"]
 CacheType = Literal["f16", "bf16", "fp8", "q8", "q6", "q4"]
 

@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import TYPE_CHECKING
 
 from hydra_fleet.launcher.config import Instance
 from hydra_fleet.launcher.engines.base import Engine, Features, LaunchSpec, Probe
-from hydra_fleet.launcher.engines.command import Command
-from hydra_fleet.launcher.engines.llama_cpp import LlamaCpp
-from hydra_fleet.launcher.engines.ollama import Ollama
-from hydra_fleet.launcher.engines.tabbyapi import TabbyApi
-from hydra_fleet.launcher.engines.vllm import Vllm
 
 if TYPE_CHECKING:
     from hydra_fleet.launcher.fit import Fit
 
-ENGINES: dict[str, Engine] = {
-    engine.name: engine for engine in (TabbyApi(), Ollama(), LlamaCpp(), Vllm(), Command())
-}
+
+def _discover() -> dict[str, Engine]:
+    """Every engine of this package, by name: each module but `base` defines one `Engine`
+    subclass, so adding an engine is adding its module (and its tests)."""
+    found: dict[str, Engine] = {}
+    for module_info in pkgutil.iter_modules(__path__):
+        if module_info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Engine)
+                and value is not Engine
+                and value.__module__ == module.__name__
+            ):
+                engine = value()
+                found[engine.name] = engine
+    return dict(sorted(found.items()))
+
+
+ENGINES: dict[str, Engine] = _discover()
 
 
 def engine_for(instance: Instance) -> Engine:
