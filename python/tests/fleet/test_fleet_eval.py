@@ -458,7 +458,7 @@ def test_generated_exporter_and_agent_configs_load(
     load(ExporterConfig, write_config(exporter, tmp_path, "exporter.json"), {})
     agent = exec_config(report, name, "hydra-health")
     load_config(write_config(agent, tmp_path, "agent.json"))
-    # What `hydra-health deploy` gates a switch with.
+    # What `hydra-deploy` gates a switch with.
     gate = host(report, name)["etc"]["hydra-health/config.json"]["value"]
     load_config(write_config(gate, tmp_path, "gate.json"))
     assert gate["checks"] == agent["checks"]
