@@ -159,13 +159,18 @@ class Host:
             self.resolve(previous, "its deploy process is gone (reboot or crash)")
         return None
 
-    def refuse(self, record: Record, reason: str) -> int:
-        record.phase = "refused"
-        record.exit_code = Exit.BUSY
-        record.summary = f"{self.name}: {reason}; nothing changed"
-        self.say("refused", record.summary)
+    def conclude(self, record: Record, phase: str, code: Exit, summary: str, stage: str) -> int:
+        """Record the outcome of a command that arms no timer, say it, and return its code."""
+        record.phase = phase
+        record.exit_code = code
+        record.summary = summary
+        self.say(stage, summary)
         self.state.write_result(record)
-        return Exit.BUSY
+        return code
+
+    def refuse(self, record: Record, reason: str) -> int:
+        summary = f"{self.name}: {reason}; nothing changed"
+        return self.conclude(record, "refused", Exit.BUSY, summary, "refused")
 
     # switch ---------------------------------------------------------------------------
 
@@ -238,12 +243,7 @@ class Host:
         return self.commit(record)
 
     def not_started(self, record: Record, reason: str) -> int:
-        record.phase = "refused"
-        record.exit_code = Exit.NOT_STARTED
-        record.summary = f"{self.name}: {reason}"
-        self.say("error", record.summary)
-        self.state.write_result(record)
-        return Exit.NOT_STARTED
+        return self.conclude(record, "refused", Exit.NOT_STARTED, f"{self.name}: {reason}", "error")
 
     def arm(self, record: Record, delay: float) -> bool:
         argv = [
@@ -488,21 +488,13 @@ class Host:
             return self._rollback_failed(
                 record, f"switch-to-configuration switch of generation {goal} exited {code}"
             )
-        record.phase = "committed"
-        record.exit_code = Exit.DEPLOYED
         units = " (some of its units failed to start)" if code == EXIT_UNITS_FAILED else ""
-        record.summary = (
+        summary = (
             f"{self.name}: rolled back to generation {goal} ({system}){units}: it runs and is "
             "the boot default"
         )
-        self.say("done", record.summary)
-        self.state.write_result(record)
-        return Exit.DEPLOYED
+        return self.conclude(record, "committed", Exit.DEPLOYED, summary, "done")
 
     def _rollback_failed(self, record: Record, reason: str) -> int:
-        record.phase = "rollback-failed"
-        record.exit_code = Exit.ROLLBACK_FAILED
-        record.summary = f"{self.name}: rollback failed: {reason}; the host runs {self.running()}"
-        self.say("error", record.summary)
-        self.state.write_result(record)
-        return Exit.ROLLBACK_FAILED
+        summary = f"{self.name}: rollback failed: {reason}; the host runs {self.running()}"
+        return self.conclude(record, "rollback-failed", Exit.ROLLBACK_FAILED, summary, "error")
