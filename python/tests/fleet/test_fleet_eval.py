@@ -526,6 +526,24 @@ PROBE_FLAKE = """
           extra
         ];
       };
+      # Ollama ROCm on the MI50, built for `targets`: what nixpkgs' ollama passes to CMake (a
+      # derivation attribute there; the stand-in shows a derivation's attributes through
+      # passthru).
+      ollamaRocmFor = targets: mk {
+        hydra.gpus = [ mi50 ];
+        services.hydra-inference = {
+          enable = true;
+          instances.llm = {
+            engine = "ollama";
+            package = nixpkgs.legacyPackages.x86_64-linux.ollama-rocm.overrideAttrs {
+              passthru.preBuild = "cmake -B build -DAMDGPU_TARGETS='${targets}'";
+            };
+            gpus = [ 0 ];
+            model = "llama3.1:8b";
+            contextLength = 4096;
+          };
+        };
+      };
     in {
       nixosConfigurations = {
         allow-unfree = mk { nixpkgs.config.allowUnfree = true; };
@@ -559,38 +577,8 @@ PROBE_FLAKE = """
             };
           };
         };
-        rocm-without-gfx906 = mk {
-          hydra.gpus = [ mi50 ];
-          services.hydra-inference = {
-            enable = true;
-            instances.llm = {
-              engine = "ollama";
-              # What nixpkgs' ollama passes to CMake (a derivation attribute there; the
-              # stand-in shows a derivation's attributes through passthru), for other cards.
-              package = nixpkgs.legacyPackages.x86_64-linux.ollama-rocm.overrideAttrs {
-                passthru.preBuild = "cmake -B build -DAMDGPU_TARGETS='gfx1030;gfx1100'";
-              };
-              gpus = [ 0 ];
-              model = "llama3.1:8b";
-              contextLength = 4096;
-            };
-          };
-        };
-        rocm-with-gfx906 = mk {
-          hydra.gpus = [ mi50 ];
-          services.hydra-inference = {
-            enable = true;
-            instances.llm = {
-              engine = "ollama";
-              package = nixpkgs.legacyPackages.x86_64-linux.ollama-rocm.overrideAttrs {
-                passthru.preBuild = "cmake -B build -DAMDGPU_TARGETS='gfx906;gfx1102'";
-              };
-              gpus = [ 0 ];
-              model = "llama3.1:8b";
-              contextLength = 4096;
-            };
-          };
-        };
+        rocm-without-gfx906 = ollamaRocmFor "gfx1030;gfx1100";
+        rocm-with-gfx906 = ollamaRocmFor "gfx906;gfx1102";
         agent-alone = mk {
           services.hydra-gpu-exporter.enable = false;
           services.hydra-health.enable = true;
